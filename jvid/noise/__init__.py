@@ -1,0 +1,5 @@
+"""Noise generators for the z term of the reverse chain (paper sec. 3.5)."""
+
+from jvid.noise.generators import CorrelatedNoise, IndependentNoise, NoiseGenerator
+
+__all__ = ["NoiseGenerator", "IndependentNoise", "CorrelatedNoise"]
