@@ -1,0 +1,6 @@
+"""Networks behind one ε-model interface: the Denoiser protocol, its video and image adapters, Table-1 presets."""
+
+from jvid.models.denoiser import Denoiser, ImageDenoiser, VideoDenoiser
+from jvid.models.unets import lidm_unet, lvdm_unet
+
+__all__ = ["Denoiser", "ImageDenoiser", "VideoDenoiser", "lidm_unet", "lvdm_unet"]

@@ -1,0 +1,105 @@
+"""The ε-model interface that samplers call, and adapters that put 2-D and 3-D networks behind it (paper sec. 3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from jvid.schedule import NoiseSchedule
+from jvid.shapes import Latents, Timesteps
+
+CANONICAL_LAYOUT = "b f c h w"
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """An ε-model ε_θ(s_t, t, y) over jvid's latent layout, trained on `schedule`: returns ε in x's shape and dtype.
+
+    Samplers see only this call, so any network, layout or conditioning can join a mixture behind a small adapter.
+    """
+
+    schedule: NoiseSchedule
+
+    def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents: ...
+
+
+class _NetworkDenoiser:
+    """Calls `model(sample, timestep, encoder_hidden_states=cond)` in the network's layout and maps ε back.
+
+    Subclasses name the network's layout as einops axes over jvid's `b f c h w`, and say how per-sample inputs
+    (t and cond) follow that layout.
+    """
+
+    network_layout: ClassVar[str]
+    model: Callable[..., Any]
+    schedule: NoiseSchedule
+
+    def __init__(self, model: Any, schedule: Any) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(sample, timestep, encoder_hidden_states=cond), "
+                            f"got {type(model).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        self.model, self.schedule = model, schedule
+
+    def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents:
+        """ε for latents x at training timesteps t, from one network call."""
+        batch, frames = x.shape[:2]
+        dtype = getattr(self.model, "dtype", None)  # diffusers models have one; plain callables may not
+        dtype = dtype if isinstance(dtype, torch.dtype) else None
+        sample = _cast(rearrange(x, f"{CANONICAL_LAYOUT} -> {self.network_layout}"), dtype)
+        timestep = self._per_sample(t, batch, frames)
+        cond = _cast(self._per_sample(cond, batch, frames), dtype)
+        out = self.model(sample, timestep, encoder_hidden_states=cond)
+        eps = getattr(out, "sample", out)
+        if not isinstance(eps, Tensor):
+            raise TypeError(f"{type(self.model).__name__} returned {type(eps).__name__}; expected a tensor or an "
+                            f"output with a .sample tensor")
+        if eps.shape != sample.shape:
+            raise ValueError(f"{type(self.model).__name__} returned ε of shape {tuple(eps.shape)}; expected "
+                             f"{tuple(sample.shape)}, the shape of its input in layout '{self.network_layout}'")
+        return rearrange(eps, f"{self.network_layout} -> {CANONICAL_LAYOUT}", b=batch, f=frames).to(x.dtype)
+
+    def _per_sample(self, value: Any, batch: int, frames: int) -> Any:
+        """A per-sample input (t or cond) as the network expects it; unchanged unless a subclass folds frames."""
+        return value
+
+
+class VideoDenoiser(_NetworkDenoiser):
+    """Adapts a 3-D network (the LVDM, e.g. diffusers' UNet3DConditionModel) that takes `(b, c, f, h, w)`."""
+
+    network_layout = "b c f h w"
+
+
+class ImageDenoiser(_NetworkDenoiser):
+    """Adapts a 2-D network (the LIDM) by folding frames into the batch, `(b*f, c, h, w)`, as paper sec. 3.4 does.
+
+    t and a tensor cond are repeated per frame in the same sample-major order; a cond of None stays None.
+    """
+
+    network_layout = "(b f) c h w"
+
+    def _per_sample(self, value: Any, batch: int, frames: int) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Tensor):
+            raise TypeError(f"ImageDenoiser repeats cond per frame, so it must be a tensor or None, "
+                            f"got {type(value).__name__}")
+        if value.ndim == 0 or value.shape[0] != batch:
+            raise ValueError(f"ImageDenoiser needs t and cond with a leading batch axis of {batch}, "
+                             f"got shape {tuple(value.shape)}")
+        return repeat(value, "b ... -> (b f) ...", f=frames)
+
+
+def _cast(value: Any, dtype: torch.dtype | None) -> Any:
+    """A floating tensor in the network's dtype; anything else unchanged."""
+    if dtype is not None and isinstance(value, Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    return value
+
+
+__all__ = ["Denoiser", "ImageDenoiser", "VideoDenoiser"]
