@@ -42,6 +42,7 @@ class DemoSettings:
 
 def run_demo(settings: DemoSettings, out: Path | None = None, progress: bool = True) -> dict:
     """Builds the two models from `settings.seed`, samples, smooths, and returns (and optionally writes) a report."""
+    smoother = TemporalLatentSmoother(settings.smoothing_threshold)  # bad settings fail before any work
     torch.manual_seed(settings.seed)
     schedule = NoiseSchedule.linear(1000)  # the paper's PNDM training schedule
     context = 16  # a small stand-in for CLIP's 768-wide text embeddings
@@ -65,7 +66,7 @@ def run_demo(settings: DemoSettings, out: Path | None = None, progress: bool = T
     result = sampler.sample(x_T, num_steps=settings.steps, cond=cond, uncond=uncond,
                             guidance_scale=settings.guidance_scale, generator=generator, progress=progress)
     sampled = time.perf_counter()
-    smoothed = TemporalLatentSmoother(settings.smoothing_threshold)(result.latents)
+    smoothed = smoother(result.latents)
     done = time.perf_counter()
 
     report = {
