@@ -86,12 +86,17 @@ def _alpha_pairs(schedule: NoiseSchedule, timesteps: list[int]) -> list[tuple[fl
     return [(abar[t], p) for t, p in zip(timesteps, prev)]
 
 
-def _check_steps(schedule: NoiseSchedule, num_steps: int) -> None:
+def _check_count(schedule: NoiseSchedule, num_steps: int) -> None:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
         raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}")
     if not 1 <= num_steps <= schedule.num_train_timesteps:
         raise ValueError(f"num_steps must lie in [1, {schedule.num_train_timesteps}] (the schedule's T), "
                          f"got {num_steps}")
+
+
+def _check_steps(schedule: NoiseSchedule, num_steps: int) -> None:
+    """A step count jvid's affine solvers can run, on a schedule of ε-models."""
+    _check_count(schedule, num_steps)
     if schedule.prediction_type != "epsilon":
         raise ValueError(f"jvid's ddpm/ddim solvers take ε-models; this schedule's prediction_type is "
                          f"{schedule.prediction_type!r} (drive it with a diffusers scheduler via SchedulerSolver)")
@@ -168,10 +173,7 @@ class SchedulerSolver:
     def start(self, schedule: NoiseSchedule, num_steps: int, *, gamma: float, generator: Any = None) -> SolverRun:
         if gamma != 1.0:
             raise ValueError(f"gamma={gamma} needs jvid's ddpm or ddim solver: a diffusers scheduler adds its own noise")
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-            raise TypeError(f"num_steps must be an int, got {type(num_steps).__name__}")
-        if not 1 <= num_steps <= schedule.num_train_timesteps:
-            raise ValueError(f"num_steps must lie in [1, {schedule.num_train_timesteps}], got {num_steps}")
+        _check_count(schedule, num_steps)
         difference = NoiseSchedule.from_diffusers(self.scheduler).difference(schedule)
         if difference is not None:
             raise ValueError(f"the scheduler's schedule does not match the denoisers': {difference}")
