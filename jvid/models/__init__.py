@@ -2,5 +2,8 @@
 
 from jvid.models.denoiser import Denoiser, ImageDenoiser, VideoDenoiser
 from jvid.models.unets import lidm_unet, lvdm_unet
+from jvid.models.text import TextEncoder, ucf101_prompt
+from jvid.models.vae import FrameVAE, VideoDecoder
 
 __all__ = ["Denoiser", "ImageDenoiser", "VideoDenoiser", "lidm_unet", "lvdm_unet"]
+__all__ += ["FrameVAE", "TextEncoder", "VideoDecoder", "ucf101_prompt"]
