@@ -14,6 +14,7 @@ from jvid.samplers import (
     Selector,
     StepInfo,
 )
+from jvid.pipeline import JVIDPipeline
 from jvid.schedule import NoiseSchedule
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Denoiser",
     "FixedSelector",
+    "JVIDPipeline",
     "MixtureSampler",
     "NoiseLevelSelector",
     "NoiseSchedule",
