@@ -1,0 +1,256 @@
+"""Temporal latent smoothing (paper sec. 3.6) as two fused Triton kernels; `jvid.postproc.smoothing` holds the reference.
+
+Notation of the reference: for each video b, μ[c, p] is the mean of x over frames at pixel p = (h, w),
+σ_c = max(std_p μ[c, p], SIGMA_FLOOR) (population std), D[f, p] = Σ_c |x[f, c, p] − μ[c, p]| / σ_c, and the whole
+c-vector at (f, p) becomes μ[:, p] where D < threshold.
+
+σ_c needs every pixel of μ before any voxel can be decided, so x is read twice:
+
+1. `_moments_kernel`, one program per (pixel tile, video): sums its (f, c, pixel-tile) block over frames to get μ for
+   the tile, and writes per channel the tile's Σ_p μ and Σ_p (μ − tile mean)² (float32, 2·c numbers per tile).
+2. `_smoothing_kernel`, same grid: merges all tiles' moments of its video into σ_c (law of total variance, no
+   cancellation), recomputes μ for its tile from x, then sweeps the frames again to form D, choose μ or x and write.
+
+Bytes from memory, for N = b·f·c·h·w elements of s bytes: 2·N·s read + N·s written, plus 8·b·c·(tiles) bytes of
+moments (for 256 videos of 16×4×32×32 in bfloat16: 67 MB read, 34 MB written, 0.13 MB of moments). Kernel 2 touches
+its tile twice (once for μ, once for D), but a tile is a few KB, so the second touch is served from L1/L2 cache;
+only when f·c is large enough to split a tile's frames into several chunks may it come from memory again.
+μ is never written: recomputing it costs less than a round trip through memory.
+
+The arithmetic is the reference's, in float32 for float16/bfloat16/float32 input, with IEEE-rounded divisions and
+square root; summation orders differ, so D can differ from the reference's by a few float32 ulps and a voxel whose D
+lies that close to the threshold may be decided the other way. float64 is not supported (the reference handles it).
+Strided input is read in place when (h, w) flatten to one stride (any permutation of b, f, c is fine, expanded
+frames too); otherwise the launcher makes a contiguous copy. The output is a new contiguous tensor.
+"""
+
+from __future__ import annotations
+
+from typing import no_type_check
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton.runtime import JITFunction
+
+from jvid.shapes import Latents
+
+SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIGMA_FLOOR); a test keeps them equal
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_TILE_ELEMENTS = 4096  # elements of x per program and frame chunk: 8 KB of bfloat16, 32 per thread at 4 warps
+_MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
+_MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
+
+
+# Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
+# leave the kernels unwrapped. `frames` and `pixels` are not specialised: a constexpr 1 could not be cast to float.
+@triton.jit(do_not_specialize=["frames"])
+@no_type_check
+def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_F: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """μ over all frames for a (c, pixel) tile, given the tile's pointers at frame 0; zero outside `in_tile`."""
+    f_idx = tl.arange(0, BLOCK_F)[:, None, None]
+    total = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    for f0 in range(0, frames, BLOCK_F):
+        f = f0 + f_idx
+        x = tl.load(x_ptr[None, :, :] + f * stride_f, mask=in_tile[None, :, :] & (f < frames), other=0.0)
+        total += tl.sum(x.to(tl.float32), axis=0)
+    return tl.div_rn(total, frames.to(tl.float32))
+
+
+@triton.jit(do_not_specialize=["frames"])
+@no_type_check
+def _moments_kernel(
+    x_ptr,
+    moments_ptr,
+    frames,
+    channels,
+    pixels,
+    n_tiles,
+    stride_b,
+    stride_f,
+    stride_c,
+    stride_p,
+    BLOCK_F: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    video = tl.program_id(1).to(tl.int64)
+    c = tl.arange(0, BLOCK_C)[:, None]
+    p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
+    in_tile = (c < channels) & (p < pixels)
+    mu = _frame_mean(
+        x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P
+    )
+    count = tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32)
+    tile_sum = tl.sum(mu, axis=1)
+    centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
+    # moments[video, tile, 0, c] = Σ_p μ, moments[video, tile, 1, c] = Σ_p (μ − tile mean)²
+    out = moments_ptr + (video * n_tiles + tile) * 2 * channels + tl.arange(0, BLOCK_C)
+    valid = tl.arange(0, BLOCK_C) < channels
+    tl.store(out, tile_sum, mask=valid)
+    tl.store(out + channels, tl.sum(centred * centred, axis=1), mask=valid)
+
+
+@triton.jit(do_not_specialize=["frames", "pixels"])
+@no_type_check
+def _smoothing_kernel(
+    x_ptr,
+    out_ptr,
+    moments_ptr,
+    threshold,
+    frames,
+    channels,
+    pixels,
+    n_tiles,
+    stride_b,
+    stride_f,
+    stride_c,
+    stride_p,
+    out_stride_b,
+    out_stride_f,
+    out_stride_c,
+    SIGMA_FLOOR: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    video = tl.program_id(1).to(tl.int64)
+
+    # σ_c from the tiles' moments: mean = Σ_t sum_t / P, then P·σ² = Σ_t (M2_t + n_t·(mean_t − mean)²).
+    t_idx = tl.arange(0, BLOCK_T)[:, None]
+    c_row = tl.arange(0, BLOCK_C)[None, :]
+    moments = moments_ptr + video * n_tiles * 2 * channels + c_row
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        t = t0 + t_idx
+        ok = (t < n_tiles) & (c_row < channels)
+        total += tl.sum(tl.load(moments + t * 2 * channels, mask=ok, other=0.0), axis=0)
+    mean = tl.div_rn(total, pixels.to(tl.float32))[None, :]
+    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        t = t0 + t_idx
+        ok = (t < n_tiles) & (c_row < channels)
+        count = tl.maximum(tl.minimum(pixels - t * BLOCK_P, BLOCK_P), 1).to(tl.float32)
+        tile_sum = tl.load(moments + t * 2 * channels, mask=ok, other=0.0)
+        tile_m2 = tl.load(moments + t * 2 * channels + channels, mask=ok, other=0.0)
+        spread = tl.div_rn(tile_sum, count) - mean
+        m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
+    # A NaN in the video must stay NaN here, as in torch's clamp_min, so that D is NaN and the video is kept.
+    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
+    sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
+
+    c = tl.arange(0, BLOCK_C)[:, None]
+    p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
+    in_tile = (c < channels) & (p < pixels)
+    x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
+    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)[None, :, :]
+
+    if x_ptr.dtype.element_ty == tl.bfloat16:
+        # μ rounded to nearest even, as compiled Triton and torch do; done by hand since Triton's interpreter truncates.
+        bits = mu.to(tl.uint32, bitcast=True)
+        bits += 0x7FFF + ((bits >> 16) & 1)
+        mu_out = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        mu_out = mu.to(x_ptr.dtype.element_ty)
+
+    out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
+    f_idx = tl.arange(0, BLOCK_F)[:, None, None]
+    for f0 in range(0, frames, BLOCK_F):
+        f = f0 + f_idx
+        mask = in_tile[None, :, :] & (f < frames)
+        x = tl.load(x_tile[None, :, :] + f * stride_f, mask=mask, other=0.0)
+        # Masked channels hold x = μ = 0 and add nothing to D.
+        deviation = tl.sum(tl.div_rn(tl.abs(x.to(tl.float32) - mu), sigma), axis=1)  # D: (BLOCK_F, BLOCK_P)
+        smoothed = tl.where(deviation[:, None, :] < threshold, mu_out, x)
+        tl.store(out_tile[None, :, :] + f * out_stride_f, smoothed, mask=mask)
+
+
+def fused_temporal_smoothing(latents: Tensor, threshold: float) -> Latents:
+    """Sec. 3.6 with threshold c, fused: the reference's result for float32/float16/bfloat16 CUDA latents.
+
+    CPU tensors are accepted only when Triton runs in its interpreter (TRITON_INTERPRET=1 set before Triton's import).
+    """
+    _check_inputs(latents, threshold)
+    b, f, c, h, w = latents.shape
+    out = torch.empty(latents.shape, dtype=latents.dtype, device=latents.device)
+    if out.numel() == 0:
+        return out
+    x, stride_p = _with_flat_pixels(latents)
+    pixels = h * w
+
+    block_c = triton.next_power_of_2(c)
+    block_f = min(triton.next_power_of_2(f), max(1, _TILE_ELEMENTS // (block_c * _MIN_PIXELS)))
+    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, _TILE_ELEMENTS // (block_f * block_c)))
+    n_tiles = triton.cdiv(pixels, block_p)
+    block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
+    grid = (n_tiles, b)
+    strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
+
+    moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
+    _moments_kernel[grid](
+        x, moments, f, c, pixels, n_tiles, *strides, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p
+    )
+    _smoothing_kernel[grid](
+        x,
+        out,
+        moments,
+        float(threshold),
+        f,
+        c,
+        pixels,
+        n_tiles,
+        *strides,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        SIGMA_FLOOR=SIGMA_FLOOR,
+        BLOCK_F=block_f,
+        BLOCK_C=block_c,
+        BLOCK_P=block_p,
+        BLOCK_T=block_t,
+    )
+    return out
+
+
+def _check_inputs(latents: Tensor, threshold: float) -> None:
+    if not isinstance(latents, Tensor):
+        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if latents.ndim != 5:
+        raise ValueError(f"latents must be 5-D (b, f, c, h, w), got shape {tuple(latents.shape)}")
+    if latents.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"the fused kernel takes float32, float16 or bfloat16 latents, got {latents.dtype} "
+            "(use jvid.postproc.temporal_latent_smoothing for float64)"
+        )
+    if not (latents.is_cuda or (latents.device.type == "cpu" and is_interpreted())):
+        raise ValueError(
+            f"latents are on {latents.device}, where Triton cannot run them: use a CUDA tensor, "
+            "or set TRITON_INTERPRET=1 before Triton is imported to run CPU tensors in its interpreter"
+        )
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0.0:
+        raise ValueError(f"threshold must be a non-negative real number, got {threshold!r}")
+    # Offsets inside one video, of the input and of the contiguous output, are int32 in the kernels.
+    reach = sum((n - 1) * abs(s) for n, s in zip(latents.shape[1:], latents.stride()[1:]) if n > 0)
+    if max(reach + 1, latents.shape[1:].numel()) > 2**31:
+        raise ValueError(f"one video of shape {tuple(latents.shape[1:])} spans 2^31 elements or more")
+
+
+def _with_flat_pixels(latents: Tensor) -> tuple[Tensor, int]:
+    """`latents` and one stride that walks its h·w pixels in order, copying only if (h, w) do not flatten."""
+    _, _, _, h, w = latents.shape
+    stride_h, stride_w = latents.stride()[3:]
+    if w == 1:
+        return latents, stride_h
+    if h == 1 or stride_h == w * stride_w:
+        return latents, stride_w
+    contiguous = latents.contiguous()
+    return contiguous, 1
+
+
+def is_interpreted() -> bool:
+    """Whether this module's kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1 when Triton was imported)."""
+    return not isinstance(_smoothing_kernel, JITFunction)
