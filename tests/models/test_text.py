@@ -1,17 +1,15 @@
 """UCF-101 prompts and the cached CLIP text encoder, on a tiny random CLIP saved to a temporary folder."""
 
-import json
-import string
 from collections import Counter
 
 import pytest
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from tiny_components import WORDS, tiny_clip, tiny_tokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from jvid.models import TextEncoder, ucf101_prompt
 from jvid.models.text import PROMPT_PREFIXES, split_class_name
 
-WORDS = ["a", "human", "person", "someone", "apply", "eye", "makeup", "parallel", "bars", "yo"]
 HIDDEN = 32
 
 
@@ -57,26 +55,10 @@ def test_names_without_letters_or_with_odd_characters_are_refused(name):
 
 
 def write_tiny_clip(folder):
-    """A tiny BPE vocabulary (letters, the test's words, CLIP's two special tokens) and a random 2-layer CLIP."""
-    vocab, merges = {}, []
-    letters = [c + end for c in string.ascii_lowercase for end in ("", "</w>")]
-    for token in ["<|startoftext|>", "<|endoftext|>", *letters]:
-        vocab.setdefault(token, len(vocab))
-    for word in WORDS:  # merge each word left to right into one token, e.g. 'p e', 'pe r', ..., 'perso n</w>'
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        for symbol in symbols[1:]:
-            merges.append(f"{symbols[0]} {symbol}")
-            symbols[0] += symbol
-            vocab.setdefault(symbols[0], len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    tokenizer = CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
-                              model_max_length=77)
-    torch.manual_seed(0)
-    config = CLIPTextConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                            vocab_size=len(vocab), max_position_embeddings=77)
+    """A tiny CLIP saved as a pipeline folder's tokenizer/ and text_encoder/ subfolders."""
+    tokenizer = tiny_tokenizer(folder / "vocab", max_length=77)
     tokenizer.save_pretrained(folder / "tokenizer")
-    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+    tiny_clip(tokenizer, hidden=HIDDEN).save_pretrained(folder / "text_encoder")
     return tokenizer
 
 

@@ -13,7 +13,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from jvid.pipeline import JVIDPipeline
 from jvid.samplers import PatternSelector
 
-from pipeline_components import FRAMES, LATENT, run, sd_scheduler, tiny_clip, tiny_tokenizer, tiny_vae
+from tiny_components import FRAMES, LATENT, run, sd_scheduler, tiny_clip, tiny_tokenizer, tiny_vae
 
 TWO_LEVELS = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=LATENT, norm_num_groups=8)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from jvid.pipeline import JVIDPipeline, JVIDPipelineOutput
 from jvid.samplers import PatternSelector, PiecewiseSelector
 
-from pipeline_components import FRAMES, LATENT, run, sd_scheduler, tiny_pipeline, tiny_vae
+from tiny_components import FRAMES, LATENT, run, sd_scheduler, tiny_pipeline, tiny_vae
 
 SIZE = 2 * LATENT
 

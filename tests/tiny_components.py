@@ -1,8 +1,7 @@
-"""Tiny random pipeline components, built offline: a CLIP with its own BPE vocabulary, Table-1 UNets at width 32,
+"""Tiny random components, built offline: a CLIP with its own BPE vocabulary, Table-1 UNets at width 32,
 a two-level VAE (scale factor 2) and DDPM schedulers.
 
-Not named conftest.py: the test folders share one rootdir-level `conftest` module name (tests/samplers imports
-`from conftest import FunctionDenoiser`), which a second conftest.py here would shadow."""
+Not a conftest.py: the test folders share the one `conftest` module name of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ LATENT = 8  # latent pixels per side; frames are LATENT * 2 = 16 pixels
 FRAMES = 3
 
 
-def tiny_tokenizer(folder) -> CLIPTokenizer:
+def tiny_tokenizer(folder, max_length: int = 16) -> CLIPTokenizer:
     """A BPE vocabulary of the letters, CLIP's two special tokens and WORDS (each merged into one token)."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = {}, []
@@ -36,13 +35,14 @@ def tiny_tokenizer(folder) -> CLIPTokenizer:
             vocab.setdefault(symbols[0], len(vocab))
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"), model_max_length=16)
+    return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                         model_max_length=max_length)
 
 
 def tiny_clip(tokenizer: CLIPTokenizer, hidden: int = 32, seed: int = 0) -> CLIPTextModel:
     torch.manual_seed(seed)
     config = CLIPTextConfig(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                            vocab_size=len(tokenizer), max_position_embeddings=16,
+                            vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
                             bos_token_id=0, eos_token_id=1, pad_token_id=1)
     return CLIPTextModel(config).eval()
 
