@@ -8,7 +8,7 @@ one more temporal attention (`transformer_in`, 8 heads) follows the input convol
 
 Attention heads have `head_dim` channels each, so a level with c channels has c // head_dim heads. Table 1 lists
 both 64 channels per head and 8 heads, which agree only at 512 channels; we keep 64-channel heads because that
-reproduces the parameter counts of PERF-NOTES. Measured at width 256 (diffusers 0.42.1): LIDM 546,200,068 and
+gives the 546 M (LIDM) and 927 M (LVDM) parameters of the Table-1 networks. Measured at width 256 (diffusers 0.42.1): LIDM 546,200,068 and
 LVDM 927,415,812 parameters. Eight heads at every level would give the same LIDM (a 2-D attention's weights do
 not depend on the head count) but 922,017,412 for the LVDM, whose `transformer_in` width is 8 · head_dim.
 """
