@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, SchedulerMixin, UNetMotionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
-from einops import rearrange, repeat
+from einops import rearrange
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jvid.models import FrameVAE, ImageDenoiser, TextEncoder, VideoDenoiser
@@ -173,7 +173,8 @@ class JVIDPipeline(DiffusionPipeline):
         smoother = None if smoothing_threshold is None else TemporalLatentSmoother(smoothing_threshold)
         schedule = self.schedule()
         names = [name for name, _ in self.unets()]
-        denoisers = [_denoiser(name, unet, schedule) for name, unet in self.unets()]
+        adapters = {"video_unet": VideoDenoiser, "image_unet": ImageDenoiser}
+        denoisers = [adapters[name](unet, schedule) for name, unet in self.unets()]
         ratios = {"video_unet": noise_r_video, "image_unet": noise_r_image}
         sampler = MixtureSampler(denoisers, selector or self.default_selector(height, width), solver="ddpm",
                                  noise=[CorrelatedNoise(ratios[name]) for name in names], gamma=gamma)
@@ -206,29 +207,6 @@ class JVIDPipeline(DiffusionPipeline):
         if output_type == "np":
             return array
         return [VaeImageProcessor.numpy_to_pil(frames) for frames in array]
-
-
-def _denoiser(name: str, unet: ModelMixin, schedule: NoiseSchedule) -> VideoDenoiser | ImageDenoiser:
-    if name == "image_unet":
-        return ImageDenoiser(unet, schedule)
-    return VideoDenoiser(_PerFrameText(unet) if isinstance(unet, UNetMotionModel) else unet, schedule)
-
-
-class _PerFrameText:
-    """Calls AnimateDiff's UNetMotionModel, which takes (b, c, f, h, w) latents but one text embedding per frame,
-    (b·f, n, d), where jvid has one per video, (b, n, d)."""
-
-    def __init__(self, unet: UNetMotionModel) -> None:
-        self.unet = unet
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: Any = None) -> Any:
-        if encoder_hidden_states is not None:
-            encoder_hidden_states = repeat(encoder_hidden_states, "b n d -> (b f) n d", f=sample.shape[2])
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states)
 
 
 def _prompts(prompt: Any) -> list[str]:

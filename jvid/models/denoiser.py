@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from diffusers import UNetMotionModel
 from einops import rearrange, repeat
 from torch import Tensor
 
@@ -53,7 +54,7 @@ class _NetworkDenoiser:
         dtype = dtype if isinstance(dtype, torch.dtype) else None
         sample = _cast(rearrange(x, f"{CANONICAL_LAYOUT} -> {self.network_layout}"), dtype)
         timestep = self._per_sample(t, batch, frames)
-        cond = _cast(self._per_sample(cond, batch, frames), dtype)
+        cond = _cast(self._per_sample_cond(cond, batch, frames), dtype)
         out = self.model(sample, timestep, encoder_hidden_states=cond)
         eps = getattr(out, "sample", out)
         if not isinstance(eps, Tensor):
@@ -68,11 +69,28 @@ class _NetworkDenoiser:
         """A per-sample input (t or cond) as the network expects it; unchanged unless a subclass folds frames."""
         return value
 
+    def _per_sample_cond(self, cond: Any, batch: int, frames: int) -> Any:
+        """The conditioning as the network expects it; by default laid out as t is."""
+        return self._per_sample(cond, batch, frames)
+
 
 class VideoDenoiser(_NetworkDenoiser):
-    """Adapts a 3-D network (the LVDM, e.g. diffusers' UNet3DConditionModel) that takes `(b, c, f, h, w)`."""
+    """Adapts a 3-D network (the LVDM, e.g. diffusers' UNet3DConditionModel) that takes `(b, c, f, h, w)`.
+
+    Some video networks (AnimateDiff's UNetMotionModel) take one text embedding per frame, `(b*f, n, d)`: with
+    `text_per_frame` (detected for UNetMotionModel when None) a tensor cond is repeated per frame, sample-major.
+    """
 
     network_layout = "b c f h w"
+
+    def __init__(self, model: Any, schedule: Any, *, text_per_frame: bool | None = None) -> None:
+        super().__init__(model, schedule)
+        self.text_per_frame = isinstance(model, UNetMotionModel) if text_per_frame is None else text_per_frame
+
+    def _per_sample_cond(self, cond: Any, batch: int, frames: int) -> Any:
+        if self.text_per_frame and isinstance(cond, Tensor):
+            return repeat(cond, "b ... -> (b f) ...", f=frames)
+        return cond
 
 
 class ImageDenoiser(_NetworkDenoiser):

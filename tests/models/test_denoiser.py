@@ -163,3 +163,19 @@ def test_an_identity_network_round_trips_any_shape_exactly(shape, adapter):
     t = torch.arange(shape[0])
     denoiser = adapter(lambda sample, timestep, encoder_hidden_states=None: sample.clone(), NoiseSchedule.linear(10))
     assert torch.equal(denoiser(x, t, None), x)
+
+
+def test_video_denoiser_repeats_text_per_frame_when_asked(schedule):
+    seen = []
+
+    def network(sample, timestep, encoder_hidden_states=None):
+        seen.append(encoder_hidden_states)
+        return sample
+
+    cond = torch.arange(2.0).view(2, 1, 1).expand(2, 5, 3)
+    x = torch.randn(2, 4, 1, 2, 2)
+    t = torch.zeros(2, dtype=torch.long)
+    VideoDenoiser(network, schedule)(x, t, cond)
+    VideoDenoiser(network, schedule, text_per_frame=True)(x, t, cond)
+    assert seen[0].shape == (2, 5, 3)
+    assert seen[1].shape == (8, 5, 3) and torch.equal(seen[1][:, 0, 0], torch.tensor([0.0] * 4 + [1.0] * 4))
