@@ -32,6 +32,21 @@ class SampleResult:
     timesteps: list[int | float]
 
 
+@dataclass(frozen=True)
+class PlannedChain:
+    """A checked call of `sample`, with everything fixed before the first step: x_T as the chain starts it, the
+    solver's run, the plan, and the conditioning of each denoiser."""
+
+    x: Latents
+    run: SolverRun
+    plan: list[int]
+    conds: list[Any]
+    unconds: list[Any]
+
+    def result(self, latents: Latents) -> SampleResult:
+        return SampleResult(latents=latents, plan=self.plan, timesteps=list(self.run.timesteps))
+
+
 class MixtureSampler:
     """Runs a reverse chain over any number of ε-models that share a schedule, one model per step.
 
@@ -129,6 +144,37 @@ class MixtureSampler:
         `plan` drawn once with `plan()`, so that every shard of a batch uses the same plan. `callback(step,
         denoiser_index, latents)` runs after each step.
         """
+        chain = self._prepare(x_T, num_steps, cond, uncond, guidance_scale, generator, plan)
+        x, run, n = chain.x, chain.run, len(chain.plan)
+        timesteps = torch.tensor(run.timesteps, device=x.device)
+        finite = torch.ones(n, dtype=torch.bool, device=x.device) if self.check_finite else None
+        for i in tqdm(range(n), desc="jvid", disable=not progress):
+            k = chain.plan[i]
+            denoiser = self.denoisers[k]
+            t = timesteps[i].expand(len(x))
+            eps = guided_eps(denoiser, run.model_input(i, x), t, chain.conds[k], chain.unconds[k], guidance_scale)
+            self._check_eps(k, i, eps, x)
+            noise = self._noise(k, x, generator) if run.adds_noise(i) else None
+            x = run.step(i, x, eps, noise)
+            if finite is not None:
+                finite[i] = torch.isfinite(x).all()  # no host sync here; read once after the loop
+            if callback is not None:
+                callback(StepInfo(index=i, num_steps=n, timestep=run.timesteps[i]), k, x)
+        if finite is not None:
+            self._raise_if_not_finite(chain, ~finite)
+        return chain.result(x)
+
+    def _prepare(
+        self,
+        x_T: Latents,
+        num_steps: int,
+        cond: Any,
+        uncond: Any,
+        guidance_scale: float,
+        generator: Generators,
+        plan: Sequence[int] | None,
+    ) -> PlannedChain:
+        """Checks the inputs of `sample` and draws what is fixed before the first step: solver run and plan."""
         if not isinstance(x_T, torch.Tensor) or x_T.ndim != 5 or not x_T.is_floating_point():
             raise ValueError(f"x_T must be a floating tensor (batch, frames, channels, height, width), got "
                              f"{_describe(x_T)}")
@@ -153,29 +199,22 @@ class MixtureSampler:
             raise ValueError(f"plan has {len(plan)} entries for a run of {n} steps")
         else:
             plan = [self._checked_index(k, f"plan entry {i}") for i, k in enumerate(plan)]
-
         x = x_T * run.init_noise_sigma if run.init_noise_sigma != 1.0 else x_T
-        timesteps = torch.tensor(run.timesteps, device=x.device)
-        finite = torch.ones(n, dtype=torch.bool, device=x.device) if self.check_finite else None
-        for i in tqdm(range(n), desc="jvid", disable=not progress):
-            k = plan[i]
-            denoiser = self.denoisers[k]
-            t = timesteps[i].expand(len(x))
-            eps = guided_eps(denoiser, run.model_input(i, x), t, conds[k], unconds[k], guidance_scale)
-            if eps.shape != x.shape or eps.dtype != x.dtype:
-                raise ValueError(f"{_name(k, denoiser)} returned ε of {_describe(eps)} at step {i} for latents of "
-                                 f"{_describe(x)}")
-            noise = self._noise(k, x, generator) if run.adds_noise(i) else None
-            x = run.step(i, x, eps, noise)
-            if finite is not None:
-                finite[i] = torch.isfinite(x).all()  # no host sync here; read once after the loop
-            if callback is not None:
-                callback(StepInfo(index=i, num_steps=n, timestep=run.timesteps[i]), k, x)
-        if finite is not None and not bool(finite.all()):
-            i = int((~finite).nonzero()[0])
-            raise FloatingPointError(f"latents became NaN or Inf at step {i} (timestep {run.timesteps[i]}), "
-                                     f"denoised by {_name(plan[i], self.denoisers[plan[i]])}")
-        return SampleResult(latents=x, plan=list(plan), timesteps=list(run.timesteps))
+        return PlannedChain(x=x, run=run, plan=list(plan), conds=conds, unconds=unconds)
+
+    def _check_eps(self, k: int, step: int, eps: torch.Tensor, x: Latents) -> None:
+        """ε must come back in the latents' shape and dtype."""
+        if eps.shape != x.shape or eps.dtype != x.dtype:
+            raise ValueError(f"{_name(k, self.denoisers[k])} returned ε of {_describe(eps)} at step {step} for "
+                             f"latents of {_describe(x)}")
+
+    def _raise_if_not_finite(self, chain: PlannedChain, not_finite: torch.Tensor) -> None:
+        """FloatingPointError naming the first step whose flag in `not_finite` (one per step, on device) is set."""
+        if bool(not_finite.any()):
+            i = int(not_finite.nonzero()[0])
+            k = chain.plan[i]
+            raise FloatingPointError(f"latents became NaN or Inf at step {i} (timestep {chain.run.timesteps[i]}), "
+                                     f"denoised by {_name(k, self.denoisers[k])}")
 
     def _noise(self, k: int, x: Latents, generator: Generators) -> Latents:
         """z for a step of denoiser k: one draw per sample from its generator when generators are per sample."""
