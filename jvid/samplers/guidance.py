@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from jvid.models.denoiser import Denoiser
@@ -17,9 +18,18 @@ def guided_eps(
     """ε̂ = ε(s, t, ∅) + g·(ε(s, t, y) − ε(s, t, ∅)); a plain conditional call when g = 1."""
     if guidance_scale == 1.0:
         return denoiser(x, t, cond)
-    both = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([batched(uncond, len(x)), batched(cond, len(x))]))
-    eps_uncond, eps_cond = both.chunk(2)
+    eps_uncond, eps_cond = paired_eps(denoiser, x, t, guidance_context(cond, uncond, len(x))).chunk(2)
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def paired_eps(denoiser: Denoiser, x: Latents, t: Timesteps, context: Tensor) -> Float[Tensor, "2*b f c h w"]:
+    """[ε(s, t, ∅); ε(s, t, y)] from one call over the doubled batch, `context` from `guidance_context`."""
+    return denoiser(torch.cat([x, x]), torch.cat([t, t]), context)
+
+
+def guidance_context(cond: Any, uncond: Any, batch: int) -> Tensor:
+    """[∅; y]: the unconditional rows over the conditional ones, `batch` of each."""
+    return torch.cat([batched(uncond, batch), batched(cond, batch)])
 
 
 def batched(cond: Any, batch: int) -> Tensor:
