@@ -1,5 +1,5 @@
 """Noise generators for the z term of the reverse chain (paper sec. 3.5)."""
 
-from jvid.noise.generators import CorrelatedNoise, IndependentNoise, NoiseGenerator
+from jvid.noise.generators import CorrelatedNoise, IndependentNoise, NoiseDraw, NoiseGenerator, noise_draw
 
-__all__ = ["NoiseGenerator", "IndependentNoise", "CorrelatedNoise"]
+__all__ = ["NoiseGenerator", "IndependentNoise", "CorrelatedNoise", "NoiseDraw", "noise_draw"]
