@@ -19,6 +19,11 @@ def guided_eps(
     if guidance_scale == 1.0:
         return denoiser(x, t, cond)
     eps_uncond, eps_cond = paired_eps(denoiser, x, t, guidance_context(cond, uncond, len(x))).chunk(2)
+    return combine_guidance(eps_uncond, eps_cond, guidance_scale)
+
+
+def combine_guidance(eps_uncond: Latents, eps_cond: Latents, guidance_scale: float) -> Latents:
+    """Eq. 4 on the two predictions: ε̂ = ε_∅ + g·(ε_y − ε_∅), in their dtype."""
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 

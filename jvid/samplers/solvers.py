@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from jvid.schedule import NoiseSchedule
@@ -72,11 +73,21 @@ class AffineRun:
         return x
 
     def step(self, index: int, x: Latents, eps: Latents, noise: Latents | None) -> Latents:
-        wide = torch.promote_types(x.dtype, torch.float32)
-        out = x.to(wide) * self.x_coef[index] + eps.to(wide) * self.eps_coef[index]
-        if noise is not None:
-            out = out + noise.to(wide) * self.noise_std[index]
-        return out.to(x.dtype)
+        return affine_step(x, eps, noise, self.x_coef[index], self.eps_coef[index], self.noise_std[index])
+
+
+Coefficient = float | Float[Tensor, ""]
+
+
+def affine_step(
+    x: Latents, eps: Latents, noise: Latents | None, x_coef: Coefficient, eps_coef: Coefficient, noise_std: Coefficient
+) -> Latents:
+    """s ← a·s + b·ε + σ·z in float32 or wider, rounded to s's dtype once; coefficients as floats or 0-d tensors."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    out = x.to(wide) * x_coef + eps.to(wide) * eps_coef
+    if noise is not None:
+        out = out + noise.to(wide) * noise_std
+    return out.to(x.dtype)
 
 
 def _alpha_pairs(schedule: NoiseSchedule, timesteps: list[int]) -> list[tuple[float, float]]:
