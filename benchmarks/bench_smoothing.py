@@ -12,11 +12,14 @@ read twice), its own floor. Without CUDA only the reference runs, at one tiny si
 
 from __future__ import annotations
 
+import sys
+import time
 import timeit
 
 import pytest
 import torch
 
+from jvid.kernels.temporal_smoothing import LaunchConfig
 from jvid.postproc import temporal_latent_smoothing
 
 THRESHOLD = 2.0  # sec. 4.2's best c
@@ -56,10 +59,10 @@ def latents(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator).to("cuda" if CUDA else "cpu", dtype)
 
 
-def device_ms(fn, x: torch.Tensor) -> float:
+def device_ms(fn, x: torch.Tensor, rep: int = 200) -> float:
     from triton.testing import do_bench
 
-    return do_bench(lambda: fn(x), warmup=25, rep=200, return_mode="median")
+    return do_bench(lambda: fn(x), warmup=25, rep=rep, return_mode="median")
 
 
 _copy_bandwidth: list[float] = []
@@ -126,7 +129,62 @@ def test_temporal_smoothing(benchmark, name, shape, dtype):
     benchmark.pedantic(call, rounds=100, warmup_rounds=10)
 
 
+def replay_ms(fn, x: torch.Tensor, calls: int = 24) -> float:
+    """Device ms per call of `fn` replayed from one CUDA graph of `calls` calls: no launch or host cost. The calls
+    rotate over copies of x filling at least 256 MB, so that large inputs come from memory, not from L2."""
+    copies = max(1, min(calls, -(-(2**28) // (x.numel() * x.element_size()))))
+    inputs = [x.clone() for _ in range(copies)]
+    fn(x)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in range(calls):
+            fn(inputs[call % copies])
+    return device_ms(lambda _: graph.replay(), x) / calls
+
+
+def host_us(fn, x: torch.Tensor, calls: int = 200) -> float:
+    """Host µs per call when `fn` is called back to back: what a call costs the Python side."""
+    fn(x)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn(x)
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def sweep(configs: list[LaunchConfig]) -> None:
+    """Times each launch configuration at each size (do_bench, L2 flushed) and prints the best per size."""
+    from jvid.kernels import fused_temporal_smoothing
+
+    print(f"{torch.cuda.get_device_name()}; device-to-device copy {copy_bandwidth() / 1e6:.0f} GB/s")
+    for shape in SIZES:
+        for dtype in DTYPES:
+            x = latents(shape, dtype)
+            floor, _ = floors_ms(x)
+            expected = eager(x)
+            timings = []
+            for config in configs:
+                fn = lambda y, config=config: fused_temporal_smoothing(y, THRESHOLD, config)  # noqa: E731
+                agree = torch.isclose(fn(x).float(), expected.float(), rtol=1e-2, atol=1e-5).float().mean()
+                timings.append((replay_ms(fn, x), config, float(agree)))
+            timings.sort(key=lambda row: row[0])
+            print(f"{case_id(shape)} {case_id(dtype)}: eager {replay_ms(eager, x):.4f} ms (graph), floor {floor:.4f} ms; "
+                  f"host µs per call: eager {host_us(eager, x):.0f}, fused {host_us(fused, x):.0f}")
+            for ms, config, agree in timings[:5]:
+                print(f"    {ms:.4f} ms  {floor / ms:4.0%} of floor  agree {agree:.6f}  {config}")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--sweep":
+        sweep([
+            LaunchConfig(per_video=per_video, tile_elements=tile, num_warps=warps, programs_per_sm=programs)
+            for per_video, programs in [(False, None), (True, None), (True, 1), (True, 2)]
+            for tile in ((4096, 16384) if not per_video else (4096, 8192, 16384))
+            for warps in ((4, 8, 16) if not per_video else (8, 16))
+        ])
+        return
     if not CUDA:
         x = latents(CPU_SIZE, torch.float32)
 
@@ -134,19 +192,41 @@ def main() -> None:
         print(f"no CUDA device: eager reference only, {CPU_SIZE} float32: {seconds * 1e3:.3f} ms")
         return
     print(f"{torch.cuda.get_device_name()}; device-to-device copy {copy_bandwidth() / 1e6:.0f} GB/s")
-    header = f"{'shape':>18} {'dtype':>9} {'eager ms':>9} {'fused ms':>9} {'speedup':>8} {'floor ms':>9} "
-    print(header + f"{'3-pass ms':>9} {'fused/floor':>11} {'differ':>8}")
+    print(table(rows()))
+
+
+def rows() -> list[dict]:
+    """Per size and dtype: eager and fused device ms (one call, L2 flushed; and replayed from a graph), the floor."""
+    out = []
     for shape in SIZES:
         for dtype in DTYPES:
             x = latents(shape, dtype)
             fused(x)
-            eager_ms, fused_ms = device_ms(eager, x), device_ms(fused, x)
-            floor, design_floor = floors_ms(x)
-            print(
-                f"{case_id(shape):>18} {case_id(dtype):>9} {eager_ms:9.4f} {fused_ms:9.4f} "
-                f"{eager_ms / fused_ms:7.1f}x {floor:9.4f} {design_floor:9.4f} {fused_ms / floor:10.2f}x "
-                f"{disagreement(x):8.1e}"
-            )
+            floor, _ = floors_ms(x)
+            out.append({
+                "shape": case_id(shape), "dtype": case_id(dtype), "eager_ms": device_ms(eager, x),
+                "fused_ms": device_ms(fused, x), "eager_replay_ms": replay_ms(eager, x),
+                "fused_replay_ms": replay_ms(fused, x), "floor_ms": floor, "disagreement": disagreement(x),
+                "eager_host_us": host_us(eager, x), "fused_host_us": host_us(fused, x),
+            })
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| latents | dtype | eager ms | fused ms | speed-up | eager ms (graph) | fused ms (graph) | speed-up (graph) "
+        "| floor ms | floor / fused (graph) | host µs eager / fused | voxels differing |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['shape']} | {r['dtype']} | {r['eager_ms']:.4f} | {r['fused_ms']:.4f} "
+            f"| {r['eager_ms'] / r['fused_ms']:.1f}x | {r['eager_replay_ms']:.4f} | {r['fused_replay_ms']:.4f} "
+            f"| {r['eager_replay_ms'] / r['fused_replay_ms']:.1f}x | {r['floor_ms']:.4f} "
+            f"| {r['floor_ms'] / r['fused_replay_ms']:.0%} | {r['eager_host_us']:.0f} / {r['fused_host_us']:.0f} "
+            f"| {r['disagreement']:.1e} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ frames too); otherwise the launcher makes a contiguous copy. The output is a new
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import no_type_check
 
 import torch
@@ -118,7 +120,8 @@ def _smoothing_kernel(
     BLOCK_T: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    video = tl.program_id(1).to(tl.int64)
+    # Videos in the reverse of the moments kernel's order: the last videos it read are the likeliest still in cache.
+    video = (tl.num_programs(1) - 1 - tl.program_id(1)).to(tl.int64)
 
     # σ_c from the tiles' moments: mean = Σ_t sum_t / P, then P·σ² = Σ_t (M2_t + n_t·(mean_t − mean)²).
     t_idx = tl.arange(0, BLOCK_T)[:, None]
@@ -149,15 +152,24 @@ def _smoothing_kernel(
     x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
     mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)[None, :, :]
 
-    if x_ptr.dtype.element_ty == tl.bfloat16:
+    out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
+    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, BLOCK_F)
+
+
+@triton.jit(do_not_specialize=["frames"])
+@no_type_check
+def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, BLOCK_F: tl.constexpr):
+    """Writes, frame by frame, μ where D = Σ_c |x − μ| / σ_c < threshold and x elsewhere, over a (c, pixel) tile.
+
+    `mu` is (1, C, P) in float32, `sigma` (1, C, 1); pointers are the tile's at frame 0.
+    """
+    if x_tile.dtype.element_ty == tl.bfloat16:
         # μ rounded to nearest even, as compiled Triton and torch do; done by hand since Triton's interpreter truncates.
         bits = mu.to(tl.uint32, bitcast=True)
         bits += 0x7FFF + ((bits >> 16) & 1)
         mu_out = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
-        mu_out = mu.to(x_ptr.dtype.element_ty)
-
-    out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
+        mu_out = mu.to(x_tile.dtype.element_ty)
     f_idx = tl.arange(0, BLOCK_F)[:, None, None]
     for f0 in range(0, frames, BLOCK_F):
         f = f0 + f_idx
@@ -169,51 +181,149 @@ def _smoothing_kernel(
         tl.store(out_tile[None, :, :] + f * out_stride_f, smoothed, mask=mask)
 
 
-def fused_temporal_smoothing(latents: Tensor, threshold: float) -> Latents:
+@triton.jit(do_not_specialize=["frames", "pixels"])
+@no_type_check
+def _video_kernel(
+    x_ptr,
+    out_ptr,
+    threshold,
+    videos,
+    frames,
+    channels,
+    pixels,
+    stride_b,
+    stride_f,
+    stride_c,
+    stride_p,
+    out_stride_b,
+    out_stride_f,
+    out_stride_c,
+    SIGMA_FLOOR: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    ONE_TILE: tl.constexpr,
+):
+    """Whole videos per program, in one launch: σ_c from μ tile by tile (Chan's merge), then the sweep per tile.
+
+    The sweep reads the video again right after the first pass, from cache while the video fits there; with
+    ONE_TILE (all pixels in one tile) μ stays in registers between the passes.
+    """
+    c = tl.arange(0, BLOCK_C)[:, None]
+    p_idx = tl.arange(0, BLOCK_P)[None, :]
+    for video in range(tl.program_id(0), videos, tl.num_programs(0)):
+        index = tl.cast(video, tl.int64)  # a plain int in the interpreter
+        x_video = x_ptr + index * stride_b + c * stride_c
+        out_video = out_ptr + index * out_stride_b + c * out_stride_c
+        if ONE_TILE:
+            in_tile = (c < channels) & (p_idx < pixels)
+            mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
+            mean = tl.div_rn(tl.sum(mu, axis=1), pixels.to(tl.float32))
+            centred = tl.where(in_tile, mu - mean[:, None], 0.0)
+            sigma = tl.sqrt_rn(tl.div_rn(tl.sum(centred * centred, axis=1), pixels.to(tl.float32)))
+            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
+            _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu[None, :, :], sigma, threshold,
+                               frames, stride_f, out_stride_f, in_tile, BLOCK_F)
+        else:
+            count = 0.0
+            mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+            for p0 in range(0, pixels, BLOCK_P):
+                p = p0 + p_idx
+                in_tile = (c < channels) & (p < pixels)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
+                n = tl.minimum(pixels - p0, BLOCK_P).to(tl.float32)
+                tile_mean = tl.div_rn(tl.sum(mu, axis=1), n)
+                centred = tl.where(in_tile, mu - tile_mean[:, None], 0.0)
+                # Chan et al.'s pairwise update of (count, mean, M2) by the tile's (n, mean, M2).
+                delta = tile_mean - mean
+                total = count + n
+                mean += delta * tl.div_rn(n, total)
+                m2 += tl.sum(centred * centred, axis=1) + delta * delta * tl.div_rn(count * n, total)
+                count = total
+            sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
+            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
+            for p0 in range(0, pixels, BLOCK_P):
+                p = p0 + p_idx
+                in_tile = (c < channels) & (p < pixels)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
+                _replace_near_mean(x_video + p * stride_p, out_video + p, mu[None, :, :], sigma, threshold, frames,
+                                   stride_f, out_stride_f, in_tile, BLOCK_F)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How the kernels cover the latents: whole videos per program (`per_video`, one launch) or (pixel tile, video)
+    programs (two launches). `tile_elements` bounds the x elements a program loads at once, `num_warps` its warps,
+    and `programs_per_sm` caps the per-video grid at that many programs per multiprocessor (None: one per video)."""
+
+    per_video: bool
+    tile_elements: int = 4096
+    num_warps: int = 4
+    programs_per_sm: int | None = None
+
+
+def default_config(shape: tuple[int, ...], device: torch.device) -> LaunchConfig:
+    """Whole videos per program when there are enough videos to fill the chip, else pixel tiles."""
+    if shape[0] >= _multiprocessors(device):
+        return LaunchConfig(per_video=True, tile_elements=8192, num_warps=8)
+    return LaunchConfig(per_video=False)
+
+
+def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
     """Sec. 3.6 with threshold c, fused: the reference's result for float32/float16/bfloat16 CUDA latents.
 
     CPU tensors are accepted only when Triton runs in its interpreter (TRITON_INTERPRET=1 set before Triton's import).
+    `config` overrides the launch chosen by `default_config`; every config gives the same result.
     """
     _check_inputs(latents, threshold)
-    b, f, c, h, w = latents.shape
     out = torch.empty(latents.shape, dtype=latents.dtype, device=latents.device)
     if out.numel() == 0:
         return out
     x, stride_p = _with_flat_pixels(latents)
-    pixels = h * w
+    config = config or default_config(tuple(latents.shape), latents.device)
+    launch = _launch_per_video if config.per_video else _launch_tiled
+    launch(x, stride_p, out, float(threshold), config)
+    return out
 
+
+def _blocks(f: int, c: int, pixels: int, tile_elements: int) -> tuple[int, int, int]:
+    """(BLOCK_F, BLOCK_C, BLOCK_P): all channels, as many frames as leave _MIN_PIXELS, then as many pixels as fit."""
     block_c = triton.next_power_of_2(c)
-    block_f = min(triton.next_power_of_2(f), max(1, _TILE_ELEMENTS // (block_c * _MIN_PIXELS)))
-    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, _TILE_ELEMENTS // (block_f * block_c)))
+    block_f = min(triton.next_power_of_2(f), max(1, tile_elements // (block_c * _MIN_PIXELS)))
+    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, tile_elements // (block_f * block_c)))
+    return block_f, block_c, block_p
+
+
+def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
+    b, f, c, h, w = x.shape
+    pixels = h * w
+    block_f, block_c, block_p = _blocks(f, c, pixels, config.tile_elements)
     n_tiles = triton.cdiv(pixels, block_p)
     block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
     grid = (n_tiles, b)
     strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
-
+    blocks = {"BLOCK_F": block_f, "BLOCK_C": block_c, "BLOCK_P": block_p, "num_warps": config.num_warps}
     moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
-    _moments_kernel[grid](
-        x, moments, f, c, pixels, n_tiles, *strides, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p
-    )
-    _smoothing_kernel[grid](
-        x,
-        out,
-        moments,
-        float(threshold),
-        f,
-        c,
-        pixels,
-        n_tiles,
-        *strides,
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
-        SIGMA_FLOOR=SIGMA_FLOOR,
-        BLOCK_F=block_f,
-        BLOCK_C=block_c,
-        BLOCK_P=block_p,
-        BLOCK_T=block_t,
-    )
-    return out
+    _moments_kernel[grid](x, moments, f, c, pixels, n_tiles, *strides, **blocks)
+    _smoothing_kernel[grid](x, out, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3],
+                            SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_T=block_t, **blocks)
+
+
+def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
+    b, f, c, h, w = x.shape
+    pixels = h * w
+    block_f, block_c, block_p = _blocks(f, c, pixels, config.tile_elements)
+    programs = b if config.programs_per_sm is None else min(b, config.programs_per_sm * _multiprocessors(x.device))
+    _video_kernel[(programs,)](x, out, threshold, b, f, c, pixels, x.stride(0), x.stride(1), x.stride(2), stride_p,
+                               *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c,
+                               BLOCK_P=block_p, ONE_TILE=block_p >= pixels, num_warps=config.num_warps)
+
+
+@functools.lru_cache
+def _multiprocessors(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device; 1 for the CPU interpreter."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 def _check_inputs(latents: Tensor, threshold: float) -> None:

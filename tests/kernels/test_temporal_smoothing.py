@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import jvid.kernels
 from jvid.kernels import SUPPORTED_DTYPES, fused_temporal_smoothing, is_interpreted
 from jvid.kernels import temporal_smoothing as kernel_module
+from jvid.kernels.temporal_smoothing import LaunchConfig
 from jvid.postproc import TemporalLatentSmoother, temporal_latent_smoothing
 from jvid.postproc import smoothing as reference_module
 
@@ -36,6 +37,16 @@ seeds = st.integers(0, 2**31 - 1)
 layouts = st.sampled_from(["contiguous", "frames_last", "sliced", "hw_transposed", "expanded"])
 thresholds = st.sampled_from([0.0, 2.0, 1e30]) | st.floats(0.0, 1.0).map(lambda q: ("quantile", q))
 half_dtypes = st.sampled_from([torch.float16, torch.bfloat16])
+# Every way of covering the latents: pixel tiles (two launches); whole videos in one tile or in several, with one
+# program per video or fewer programs looping over videos; small tiles split frames into chunks.
+CONFIGS = [
+    LaunchConfig(per_video=False),
+    LaunchConfig(per_video=False, tile_elements=64),
+    LaunchConfig(per_video=True, tile_elements=8192),
+    LaunchConfig(per_video=True, tile_elements=64, programs_per_sm=1),
+    LaunchConfig(per_video=True, tile_elements=256, programs_per_sm=2),
+]
+configs = st.sampled_from(CONFIGS)
 
 
 @pytest.fixture(autouse=True)
@@ -86,8 +97,8 @@ def resolve(threshold, latents: torch.Tensor) -> float:
     return float((edges[:-1] + edges[1:])[round(threshold[1] * (values.numel() - 1))] / 2)
 
 
-def assert_matches_reference(latents: torch.Tensor, threshold: float) -> torch.Tensor:
-    out = fused_temporal_smoothing(latents, threshold)
+def assert_matches_reference(latents: torch.Tensor, threshold: float, config=None) -> torch.Tensor:
+    out = fused_temporal_smoothing(latents, threshold, config)
     assert out.shape == latents.shape and out.dtype == latents.dtype and out.device == latents.device
     assert out.is_contiguous()
     expected = temporal_latent_smoothing(latents, threshold)
@@ -106,17 +117,18 @@ def assert_matches_reference(latents: torch.Tensor, threshold: float) -> torch.T
 
 
 @settings(max_examples=60)
-@given(shape=shapes, seed=seeds, layout=layouts, threshold=thresholds, offset=st.sampled_from([0.0, 3.0]))
-def test_float32_matches_the_reference_away_from_ties(shape, seed, layout, threshold, offset):
+@given(shape=shapes, seed=seeds, layout=layouts, threshold=thresholds, offset=st.sampled_from([0.0, 3.0]),
+       config=configs)
+def test_float32_matches_the_reference_away_from_ties(shape, seed, layout, threshold, offset, config):
     x = random_latents(shape, seed, torch.float32, layout, offset)
-    assert_matches_reference(x, resolve(threshold, x))
+    assert_matches_reference(x, resolve(threshold, x), config)
 
 
 @settings(max_examples=40)
-@given(shape=shapes, seed=seeds, dtype=half_dtypes, layout=layouts, threshold=thresholds)
-def test_half_precision_matches_the_reference_within_one_ulp(shape, seed, dtype, layout, threshold):
+@given(shape=shapes, seed=seeds, dtype=half_dtypes, layout=layouts, threshold=thresholds, config=configs)
+def test_half_precision_matches_the_reference_within_one_ulp(shape, seed, dtype, layout, threshold, config):
     x = random_latents(shape, seed, dtype, layout)
-    assert_matches_reference(x, resolve(threshold, x))
+    assert_matches_reference(x, resolve(threshold, x), config)
 
 
 @pytest.mark.parametrize(
@@ -128,20 +140,22 @@ def test_half_precision_matches_the_reference_within_one_ulp(shape, seed, dtype,
     ],
 )
 @pytest.mark.parametrize("dtype", SUPPORTED_DTYPES, ids=str)
-def test_shapes_that_split_frames_and_tiles_match_the_reference(shape, dtype):
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_shapes_that_split_frames_and_tiles_match_the_reference(shape, dtype, config):
     x = random_latents(shape, seed=sum(shape), dtype=dtype)
-    out = assert_matches_reference(x, resolve(("quantile", 0.5), x))
+    out = assert_matches_reference(x, resolve(("quantile", 0.5), x), config)
     assert (out != x).any(dim=2).float().mean() > 0.4  # about half the (f, h, w) vectors take μ
 
 
 @pytest.mark.parametrize("dtype", SUPPORTED_DTYPES, ids=str)
-def test_every_output_element_is_written(dtype, monkeypatch):
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_output_element_is_written(dtype, config, monkeypatch):
     # The launcher allocates its output and the tiles' moments with torch.empty: poison both with NaN.
     empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: empty(*args, **kwargs).fill_(math.nan))
     x = random_latents((2, 5, 3, 9, 7), seed=5, dtype=dtype)
     for threshold in (0.0, 2.0, 1e30):  # keep all, some, none of x; a NaN σ_c would keep x and fail at 1e30
-        assert not assert_matches_reference(x, threshold).isnan().any()
+        assert not assert_matches_reference(x, threshold, config).isnan().any()
 
 
 @pytest.mark.parametrize(("dtype", "ulp"), [(torch.float16, 2.0**-10), (torch.bfloat16, 2.0**-7)], ids=str)
@@ -199,11 +213,12 @@ def test_flat_frame_mean_uses_the_sigma_floor():
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf − inf in the interpreter
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_a_video_holding_nan_or_inf_is_left_unchanged_like_the_reference(bad):
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_a_video_holding_nan_or_inf_is_left_unchanged_like_the_reference(bad, config):
     # μ and σ_c of that channel are NaN, so is every D of the video, and D < threshold is false; other videos smooth.
     x = random_latents((2, 4, 3, 5, 5), seed=1)
     x[0, 2, 1, 3, 4] = bad
-    out, expected = fused_temporal_smoothing(x, 2.0), temporal_latent_smoothing(x, 2.0)
+    out, expected = fused_temporal_smoothing(x, 2.0, config), temporal_latent_smoothing(x, 2.0)
     assert torch.equal(expected[0].nan_to_num(), x[0].nan_to_num())
     assert torch.equal(out[0].nan_to_num(), x[0].nan_to_num())
     assert not torch.equal(out[1], x[1])
