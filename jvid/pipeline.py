@@ -139,6 +139,7 @@ class JVIDPipeline(DiffusionPipeline):
         noise_r_image: float = 0.0,
         smoothing_threshold: float | None = 2.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        plan_generator: torch.Generator | None = None,
         output_type: str = "np",
         num_videos_per_prompt: int = 1,
         progress: bool = True,
@@ -146,9 +147,15 @@ class JVIDPipeline(DiffusionPipeline):
         """Samples `num_videos_per_prompt` videos of `num_frames` frames per prompt.
 
         `gamma` scales the chain's noise (sec. 3.5), `noise_r_video`/`noise_r_image` are the shared ratios r of each
-        model's correlated noise (eq. 8-9), `smoothing_threshold` is c of sec. 3.6 (None: no smoothing). Frames
-        come as a float array (b, f, H, W, 3) in [0, 1] ("np"), a tensor (b, f, 3, H, W) in [0, 1] ("pt"), lists
-        of PIL images ("pil") or the latents (b, f, c, h, w) ("latent").
+        model's correlated noise (eq. 8-9), `smoothing_threshold` is c of sec. 3.6 (None: no smoothing).
+
+        `generator` draws the initial and every step's noise: one generator for the batch, or one per video.
+        `plan_generator` draws the plan (which model runs at each step); without it the plan comes from `generator`,
+        which must then be a single generator. With per-video generators and a shared `plan_generator`, the videos
+        do not depend on the batch they are made in, so a batch split across processes makes the same videos.
+
+        Frames come as a float array (b, f, H, W, 3) in [0, 1] ("np"), a tensor (b, f, 3, H, W) in [0, 1] ("pt"),
+        lists of PIL images ("pil") or the latents (b, f, c, h, w) ("latent").
         """
         self.check_components()
         prompts = _prompts(prompt)
@@ -168,6 +175,11 @@ class JVIDPipeline(DiffusionPipeline):
         batch = len(prompts) * num_videos_per_prompt
         if isinstance(generator, list) and len(generator) != batch:
             raise ValueError(f"{len(generator)} generators for {batch} videos; give one generator or one per video")
+        if plan_generator is None and isinstance(generator, list):
+            raise ValueError("with one generator per video, pass plan_generator= too: the plan must not depend on "
+                             "which videos a batch holds")
+        if plan_generator is not None and not isinstance(plan_generator, torch.Generator):
+            raise TypeError(f"plan_generator must be a torch.Generator or None, got {type(plan_generator).__name__}")
 
         # Everything below the checks is cheap to build and validates its own arguments before any denoising.
         smoother = None if smoothing_threshold is None else TemporalLatentSmoother(smoothing_threshold)
@@ -190,7 +202,7 @@ class JVIDPipeline(DiffusionPipeline):
         shape = (batch, num_frames, self.vae.config.latent_channels,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         x_T = _initial_noise(shape, generator, device)
-        plan = sampler.plan(num_inference_steps, generator[0]) if isinstance(generator, list) else None
+        plan = None if plan_generator is None else sampler.plan(num_inference_steps, plan_generator)
         result = sampler.sample(x_T, num_steps=num_inference_steps, cond=cond, uncond=uncond,
                                 guidance_scale=guidance_scale, generator=generator, plan=plan, progress=progress)
         latents = result.latents if smoother is None else smoother(result.latents)

@@ -96,12 +96,38 @@ def test_same_seed_same_video_other_seed_other_video(pipe):
     assert not torch.allclose(first.frames, other.frames)
 
 
+def generators(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
 def test_per_video_generators_give_each_video_its_own_noise(pipe):
-    pair = [torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)]
-    both = run(pipe, generator=pair, num_videos_per_prompt=2, output_type="latent", smoothing_threshold=None).frames
-    alone = run(pipe, seed=6, output_type="latent", smoothing_threshold=None).frames
-    assert not torch.allclose(both[0], both[1])
-    assert both.shape[0] == 2 and alone.shape[0] == 1
+    both = run(pipe, generator=generators(5, 6), plan_generator=torch.Generator().manual_seed(0),
+               num_videos_per_prompt=2, output_type="latent", smoothing_threshold=None).frames
+    assert both.shape[0] == 2 and not torch.allclose(both[0], both[1])
+
+
+def test_a_batch_split_into_shards_makes_the_same_videos(pipe):
+    """Per-video generators and one plan generator: a video does not depend on the batch that makes it, up to the
+    rounding of batched network calls."""
+    def shard(*seeds):
+        return run(pipe, generator=generators(*seeds), plan_generator=torch.Generator().manual_seed(9),
+                   num_videos_per_prompt=len(seeds), selector=PiecewiseSelector(0.0, 0.5, 0.5, 0.5))
+
+    whole, first, rest = shard(5, 6, 7), shard(5), shard(6, 7)
+    assert whole.plan == first.plan == rest.plan and set(whole.plan) == {0, 1}
+    np.testing.assert_allclose(np.concatenate([first.frames, rest.frames]), whole.frames, atol=1e-5)
+
+
+def test_the_plan_comes_from_the_plan_generator(pipe):
+    def plan(noise_seed: int, plan_seed: int) -> list[int]:
+        return run(pipe, seed=noise_seed, plan_generator=torch.Generator().manual_seed(plan_seed),
+                   selector=PiecewiseSelector(0.0, 0.5, 0.5, 0.5), num_inference_steps=6, output_type="latent").plan
+
+    assert plan(1, 3) == plan(2, 3) != plan(1, 4)
+
+
+def test_per_video_generators_need_a_plan_generator(pipe):
+    refused(pipe, "pass plan_generator", generator=generators(1, 2), num_videos_per_prompt=2)
 
 
 def test_settings_change_the_result(pipe):
