@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from einops import rearrange
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jvid.models import FrameVAE, ImageDenoiser, TextEncoder, VideoDenoiser
+from jvid.models.loading import KINDS, load_component, read_config
 from jvid.noise import CorrelatedNoise
 from jvid.postproc import TemporalLatentSmoother
 from jvid.samplers import TABLE6, FixedSelector, MixtureSampler, PiecewiseSelector, Selector
@@ -62,6 +64,38 @@ class JVIDPipeline(DiffusionPipeline):
                               tokenizer=tokenizer, scheduler=scheduler, video_text_encoder=video_text_encoder,
                               video_tokenizer=video_tokenizer)
         self._text_encoders: dict[tuple[int, int], TextEncoder] = {}
+
+    @classmethod
+    def from_folders(cls, pipeline: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
+                     **components: str | os.PathLike | None) -> JVIDPipeline:
+        """A checked pipeline from local folders only: `pipeline` written by `save_pretrained`, and/or one folder per
+        component (`video_unet=`, `vae=`, ...: the keys of `jvid.models.loading.KINDS`), each loaded with the class
+        its config names, networks in `dtype`. A component folder replaces that component of `pipeline`. Without
+        `pipeline`, vae, text_encoder, tokenizer, scheduler and at least one UNet need folders; a missing UNet
+        leaves a plain video or image pipeline."""
+        unknown = sorted(set(components) - set(KINDS))
+        if unknown:
+            raise TypeError(f"unknown component {unknown[0]!r}; the components are {', '.join(KINDS)}")
+        folders = {} if pipeline is None else cls._component_folders(pipeline)
+        folders.update({role: folder for role, folder in components.items() if folder is not None})
+        missing = [role for role in ("vae", "text_encoder", "tokenizer", "scheduler") if role not in folders]
+        if missing:
+            raise ValueError(f"each of vae, text_encoder, tokenizer and scheduler needs a folder, in the pipeline "
+                             f"folder or of its own; missing: {', '.join(missing)}")
+        pipe = cls(**{role: load_component(role, folders[role], dtype) if role in folders else None
+                      for role in KINDS})
+        pipe.check_components()
+        return pipe
+
+    @classmethod
+    def _component_folders(cls, pipeline: str | os.PathLike) -> dict[str, str]:
+        """The subfolder of each component that a `save_pretrained` folder holds, by its model_index.json."""
+        index = read_config(pipeline, "model_index.json", what="pipeline")
+        if index.get("_class_name") != cls.__name__:
+            raise ValueError(f"pipeline folder {str(pipeline)!r} holds a {index.get('_class_name')}, not a "
+                             f"{cls.__name__}; give its parts as component folders instead")
+        present = [role for role in KINDS if isinstance(index.get(role), list) and index[role][:1] != [None]]
+        return {role: os.path.join(pipeline, role) for role in present}
 
     @property
     def vae_scale_factor(self) -> int:

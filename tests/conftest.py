@@ -71,3 +71,19 @@ def unchecked():
     jaxtyping.config.update("jaxtyping_disable", True)
     yield
     jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@pytest.fixture(scope="session")
+def pipeline_folder(tmp_path_factory):
+    """A tiny JVIDPipeline with both UNets saved by save_pretrained (tests/tiny_components.py)."""
+    from tiny_components import saved_pipeline
+
+    return saved_pipeline(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def wide_pipeline_folder(tmp_path_factory):
+    """As `pipeline_folder`, but the video UNet reads its own 48-wide CLIP (video_text_encoder, video_tokenizer)."""
+    from tiny_components import saved_pipeline
+
+    return saved_pipeline(tmp_path_factory, "wide_pipeline", video_context=48)

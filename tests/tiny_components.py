@@ -1,5 +1,5 @@
 """Tiny random components, built offline: a CLIP with its own BPE vocabulary, Table-1 UNets at width 32,
-a two-level VAE (scale factor 2) and DDPM schedulers.
+a two-level VAE (scale factor 2) and DDPM schedulers; pipelines of them, in memory or saved to a folder.
 
 Not a conftest.py: the test folders share the one `conftest` module name of tests/conftest.py."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import string
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler
@@ -79,6 +80,13 @@ def tiny_pipeline(tmp_path_factory, *, video=True, image=True, video_context=Non
     return JVIDPipeline(video_unet=video_unet if video else None, image_unet=image_unet if image else None,
                         vae=tiny_vae(), text_encoder=tiny_clip(tokenizer), tokenizer=tokenizer,
                         scheduler=sd_scheduler(), **extra)
+
+
+def saved_pipeline(tmp_path_factory, name: str = "pipeline", **kwargs) -> Path:
+    """A `tiny_pipeline` written by save_pretrained: each component's folder is one of its subfolders."""
+    folder = tmp_path_factory.mktemp(name)
+    tiny_pipeline(tmp_path_factory, **kwargs).save_pretrained(folder)
+    return folder
 
 
 def run(pipe: JVIDPipeline, seed: int = 0, **kwargs):
