@@ -1,35 +1,50 @@
-"""Writing sampled videos to files (GIF through Pillow, MP4 through imageio-ffmpeg or PyAV) with a JSON sidecar
-holding everything needed to make them again."""
+"""Writing sampled videos to files, GIF through Pillow and MP4 through PyAV, with a JSON sidecar beside each."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+VIDEO_SUFFIXES = (".mp4", ".gif")
+MP4_CODECS = ("libx264", "mpeg4")
+"""H.264 where PyAV's ffmpeg has it, else MPEG-4 part 2, which every ffmpeg build can encode."""
+
+
 def write_video(frames: Any, path: str | os.PathLike, fps: float = 10) -> Path:
-    """Writes frames (f, H, W, 3), floats in [0, 1] or uint8, as a looping .gif or an H.264 .mp4; returns the path."""
-    path = Path(path)
+    """Writes frames (f, H, W, 3), floats in [0, 1] or uint8, as a looping .gif or a yuv420p .mp4; returns the path.
+
+    yuv420p, the pixel format every player reads, stores colour at half resolution and so needs an even width and
+    height: an .mp4 of odd-sized frames repeats their last row or column once to make them even.
+    """
+    path = check_video_path(path)
     pixels = to_uint8(frames)
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    suffix = path.suffix.lower()
-    if suffix == ".gif":
+    if path.suffix.lower() == ".gif":
         images = [Image.fromarray(frame) for frame in pixels]
         # GIF delays are whole milliseconds; disposal 2 keeps frames from piling up over each other.
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0,
                        disposal=2)
-    elif suffix == ".mp4":
-        _write_mp4(pixels, path, fps)
     else:
-        raise ValueError(f"write_video writes .gif or .mp4 files, not {path.name!r}")
+        _write_mp4(even_sized(pixels), path, fps)
+    return path
+
+
+def check_video_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path when `write_video` can write it: a .mp4 or .gif name, with PyAV installed for .mp4."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"a video file name ends in {' or '.join(VIDEO_SUFFIXES)}, not {path.name!r}")
+    if path.suffix.lower() == ".mp4":
+        _import_av()
     return path
 
 
@@ -47,50 +62,65 @@ def to_uint8(frames: Any) -> np.ndarray:
     return np.round(array * 255).astype(np.uint8)
 
 
+def even_sized(pixels: np.ndarray) -> np.ndarray:
+    """Pixels (f, H, W, 3) with the last row and column repeated where H or W is odd."""
+    _, height, width, _ = pixels.shape
+    return np.pad(pixels, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise ImportError('writing .mp4 needs PyAV: pip install "jvid[video]" (or pip install av); .gif needs only '
+                          'Pillow') from None
+    return av
+
+
 def _write_mp4(pixels: np.ndarray, path: Path, fps: float) -> None:
-    if _importable("imageio") and _importable("imageio_ffmpeg"):
-        import imageio.v2 as imageio
-
-        imageio.mimwrite(path, list(pixels), fps=fps, codec="libx264", macro_block_size=1)
-    elif _importable("av"):
-        _write_mp4_av(pixels, path, fps)
-    else:
-        raise RuntimeError("writing .mp4 needs imageio with imageio-ffmpeg (pip install imageio imageio-ffmpeg) or "
-                           "PyAV (pip install av); neither is installed. Pillow can write .gif instead.")
-
-
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
-def _write_mp4_av(pixels: np.ndarray, path: Path, fps: float) -> None:
-    from fractions import Fraction
-
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+    av = _import_av()
+    codec = next(name for name in MP4_CODECS if name in av.codecs_available)
+    # faststart puts the index first, so browsers play the file while it downloads.
+    with av.open(str(path), mode="w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.height, stream.width = pixels.shape[1:3]
-        stream.pix_fmt = "yuv420p" if pixels.shape[1] % 2 == 0 and pixels.shape[2] % 2 == 0 else "yuv444p"
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18"}  # visually near-lossless
+        else:
+            stream.codec_context.qscale = 2  # MPEG-4's finest practical quantiser
         for frame in pixels:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
 
 
-def write_sidecar(path: str | os.PathLike, settings: Mapping[str, Any], seed: int | None,
-                  plan: Sequence[int]) -> Path:
-    """Writes {"settings", "seed", "plan"} as JSON to `path` (e.g. next to the video); returns the path.
+def sidecar_path(video: str | os.PathLike) -> Path:
+    """Where the sidecar of `video` goes: its name with .json added, so clip.mp4 and clip.gif keep their own."""
+    video = Path(video)
+    return video.with_name(video.name + ".json")
 
-    Settings must be JSON values; other objects (a selector, a dtype) are stored as their repr.
-    """
-    if not isinstance(settings, Mapping):
-        raise TypeError(f"settings must be a mapping of names to values, got {type(settings).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    record = {"settings": {str(k): v for k, v in settings.items()}, "seed": seed, "plan": [int(k) for k in plan]}
-    path = Path(path)
-    path.write_text(json.dumps(record, indent=2, default=repr) + "\n")
+
+def write_sidecar(video: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Writes `record` (JSON values only) as the sidecar of `video`; returns the sidecar's path."""
+    if not isinstance(record, Mapping):
+        raise TypeError(f"record must be a mapping of names to JSON values, got {type(record).__name__}")
+    path = sidecar_path(video)
+    path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return path
 
 
-__all__ = ["write_sidecar", "write_video"]
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The record of a sidecar written by `write_sidecar`."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no sidecar file {str(path)!r}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"sidecar {str(path)!r} is not valid JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"sidecar {str(path)!r} holds a {type(record).__name__}, not a JSON object")
+    return record
+
+
+__all__ = ["VIDEO_SUFFIXES", "check_video_path", "even_sized", "read_sidecar", "sidecar_path", "to_uint8",
+           "write_sidecar", "write_video"]
