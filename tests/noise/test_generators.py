@@ -129,7 +129,8 @@ def draw_parts(noise: NoiseGenerator, shape, seed: int, **kwargs) -> NoiseDraw:
 @settings(deadline=None, max_examples=60)
 @given(noise=noises, shape=shapes, seed=seeds, dtype=st.sampled_from(DTYPES))
 def test_sample_is_the_draw_combined_bit_for_bit(noise, shape, seed, dtype):
-    assert torch.equal(draw_parts(noise, shape, seed, dtype=dtype).combined(dtype), draw(noise, shape, seed, dtype=dtype))
+    parts = draw_parts(noise, shape, seed, dtype=dtype)
+    assert torch.equal(parts.combined(dtype), draw(noise, shape, seed, dtype=dtype))
 
 
 @settings(deadline=None, max_examples=40)
