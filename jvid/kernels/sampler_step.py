@@ -29,8 +29,11 @@ from jvid.kernels.temporal_smoothing import SUPPORTED_DTYPES, is_interpreted
 from jvid.samplers.step import check_step_inputs
 from jvid.shapes import Latents
 
-_TILE_ELEMENTS = 2048  # elements per program: 16 per thread at 4 warps, two 16-byte accesses per bfloat16 input
-_SMALL_TILE_ELEMENTS = 512  # for latents under _SMALL_NUMEL, so that a launch-bound step still spreads over all SMs
+# Each thread handles 8 consecutive pixels of a tile: one 16-byte access per bfloat16 or float16 tensor, two per
+# float32 one. Measured on an H100 (benchmarks/NOTES.md): under 2^20 elements a step is launch-bound (about 2 µs
+# replayed from a graph) and 2-warp programs spread it over more SMs; above, 8-warp programs of 2048 elements run at
+# the copy-bandwidth floor.
+_ELEMENTS_PER_THREAD = 8
 _SMALL_NUMEL = 2**20
 _MAX_TILES = 65535  # CUDA's limit on the grid's second axis
 
@@ -85,7 +88,7 @@ def _sampler_step_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    frame = tl.program_id(0).to(tl.int64)  # b·f + f
+    frame = tl.program_id(0).to(tl.int64)  # video b, frame f: b·frames + f
     b = frame // frames
     f = frame % frames
     tile = tl.program_id(1)
@@ -152,7 +155,8 @@ def fused_sampler_step(
     batch, frames, channels, h, w = x.shape
     if out.numel() == 0:
         return out
-    block_c, block_p = _blocks(channels, h * w, x.numel())
+    num_warps = 2 if x.numel() < _SMALL_NUMEL else 8
+    block_c, block_p = _blocks(channels, h * w, 32 * num_warps * _ELEMENTS_PER_THREAD)
     pixel_tiles = triton.cdiv(h * w, block_p)
     grid = (batch * frames, triton.cdiv(channels, block_c) * pixel_tiles)
     if grid[1] > _MAX_TILES:
@@ -182,13 +186,13 @@ def fused_sampler_step(
         GUIDED=guidance_scale is not None,
         BLOCK_C=block_c,
         BLOCK_P=block_p,
+        num_warps=num_warps,
     )
     return out
 
 
-def _blocks(channels: int, pixels: int, numel: int) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_P): a tile of one frame, pixels first so that accesses stay 16 bytes wide."""
-    tile = _SMALL_TILE_ELEMENTS if numel < _SMALL_NUMEL else _TILE_ELEMENTS
+def _blocks(channels: int, pixels: int, tile: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P): a tile of one frame of about `tile` elements, pixels first so that accesses stay wide."""
     block_p = min(triton.next_power_of_2(pixels), tile)
     block_c = min(triton.next_power_of_2(channels), max(1, tile // block_p))
     return block_c, block_p

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sampler_step_cases import (
     DTYPES,
+    NUM_STEPS,
     assert_within,
     eager_bound,
     eager_step,
@@ -26,6 +27,7 @@ from sampler_step_cases import (
 )
 
 from jvid.kernels import fused_sampler_step, is_interpreted
+from jvid.kernels import sampler_step as kernel_module
 from jvid.samplers.step import sampler_step_reference
 
 DEVICE = "cpu" if is_interpreted() else "cuda"
@@ -83,15 +85,19 @@ def test_fused_step_matches_the_formulas_the_eager_step_and_the_reference(shape,
 @pytest.mark.parametrize(
     "shape",
     [
-        (1, 16, 4, 32, 32),  # the paper's 256x256 latents: two pixel tiles per channel
-        (1, 2, 3, 40, 40),  # pixels in four tiles, the last one partial
+        (1, 16, 4, 32, 32),  # the paper's 256x256 latents
+        (1, 2, 3, 40, 40),  # pixels in several tiles (small latents' tiles), the last one partial
+        (2, 2, 16, 16, 16),  # channels in several tiles
         (3, 2, 5, 4, 4),  # several channels in one tile, three of its eight rows masked
         (1, 1, 1, 1, 1),
     ],
     ids=str,
 )
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_tilings_match_with_guidance_and_correlated_noise(shape, dtype):
+@pytest.mark.parametrize("tiles", ["small", "large"])
+def test_tilings_match_with_guidance_and_correlated_noise(shape, dtype, tiles, monkeypatch):
+    if tiles == "large":  # the 8-warp tiles of large latents, on shapes the interpreter runs quickly
+        monkeypatch.setattr(kernel_module, "_SMALL_NUMEL", 0)
     assert_matches(case_on_device(shape, dtype, guidance_scale=7.5, shared_ratio=0.3))
 
 
@@ -155,6 +161,36 @@ def test_strided_inputs_are_read_in_place():
     case.x = case.x.transpose(0, 1).contiguous().transpose(0, 1)
     assert not case.eps.is_contiguous() and not case.x.is_contiguous()
     assert torch.equal(fused(case), expected)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a CUDA device")
+def test_one_captured_launch_replays_every_step_from_the_step_counter():
+    case = case_on_device((2, 3, 4, 8, 8), torch.bfloat16, guidance_scale=2.0, shared_ratio=0.3)
+    kwargs = case.kwargs()
+    x, step = case.x.clone(), torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    flags = torch.zeros(NUM_STEPS, dtype=torch.int32, device=DEVICE)
+
+    def program():
+        fused_sampler_step(x, case.eps, case.coefficients, step, out=x, nonfinite=flags, **kwargs)
+        step.add_(1)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        program()  # compiles the kernel outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        program()
+    x.copy_(case.x)
+    step.zero_()
+    expected = case.x
+    for index in range(NUM_STEPS):
+        graph.replay()
+        expected = fused_sampler_step(expected, case.eps, case.coefficients, torch.tensor(index, device=DEVICE),
+                                      **kwargs)
+        assert torch.equal(x, expected)
+    assert step.item() == NUM_STEPS and not flags.any()
 
 
 def test_nonfinite_flag_is_set_at_the_step_only_when_the_output_has_nan_or_inf():
