@@ -25,7 +25,7 @@ from jvid.models import FrameVAE, ImageDenoiser, TextEncoder, VideoDenoiser
 from jvid.models.loading import KINDS, load_component, read_config
 from jvid.noise import CorrelatedNoise
 from jvid.postproc import TemporalLatentSmoother
-from jvid.samplers import TABLE6, FixedSelector, MixtureSampler, PiecewiseSelector, Selector
+from jvid.samplers import TABLE6, CUDAGraphSampler, FixedSelector, MixtureSampler, PiecewiseSelector, Selector
 from jvid.schedule import NoiseSchedule
 
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
@@ -151,6 +151,16 @@ class JVIDPipeline(DiffusionPipeline):
         size = size[0] if isinstance(size, (list, tuple)) else size
         return int(size) * self.vae_scale_factor
 
+    def _graphed(self, sampler: MixtureSampler, settings: tuple[float, ...]) -> CUDAGraphSampler:
+        """The CUDA-graph runner of the last call with the same UNets, γ and noise ratios (so its graphs are reused),
+        else a new one; the plan is always passed in, so the selector of the sampler it wraps plays no part."""
+        key = _graph_key(self, settings)
+        cached = getattr(self, "_graph_runner", None)
+        if cached is None or cached[0] != key:
+            cached = (key, CUDAGraphSampler(sampler))
+            self._graph_runner = cached
+        return cached[1]
+
     def default_selector(self, height: int, width: int) -> Selector:
         """Table 6's setting for the resolution nearest the frame size when both UNets exist, else the only UNet."""
         if len(self.unets()) == 1:
@@ -177,6 +187,7 @@ class JVIDPipeline(DiffusionPipeline):
         output_type: str = "np",
         num_videos_per_prompt: int = 1,
         progress: bool = True,
+        cuda_graphs: bool = False,
     ) -> JVIDPipelineOutput:
         """Samples `num_videos_per_prompt` videos of `num_frames` frames per prompt.
 
@@ -190,6 +201,10 @@ class JVIDPipeline(DiffusionPipeline):
 
         Frames come as a float array (b, f, H, W, 3) in [0, 1] ("np"), a tensor (b, f, 3, H, W) in [0, 1] ("pt"),
         lists of PIL images ("pil") or the latents (b, f, c, h, w) ("latent").
+
+        `cuda_graphs` runs the chain through `jvid.samplers.CUDAGraphSampler`: each UNet's step is captured once per
+        shape (a few seconds on the first call) and replayed, the same chain as the eager loop up to rounding. The
+        captured graphs are kept for later calls with the same UNets, γ and noise ratios.
         """
         self.check_components()
         prompts = _prompts(prompt)
@@ -236,9 +251,11 @@ class JVIDPipeline(DiffusionPipeline):
         shape = (batch, num_frames, self.vae.config.latent_channels,
                  height // self.vae_scale_factor, width // self.vae_scale_factor)
         x_T = _initial_noise(shape, generator, device)
-        plan = None if plan_generator is None else sampler.plan(num_inference_steps, plan_generator)
-        result = sampler.sample(x_T, num_steps=num_inference_steps, cond=cond, uncond=uncond,
-                                guidance_scale=guidance_scale, generator=generator, plan=plan, progress=progress)
+        # The plan is drawn here, before any step's noise, exactly where the sampler would draw it from `generator`.
+        plan = sampler.plan(num_inference_steps, plan_generator or generator)
+        runner = self._graphed(sampler, (gamma, noise_r_video, noise_r_image)) if cuda_graphs else sampler
+        result = runner.sample(x_T, num_steps=num_inference_steps, cond=cond, uncond=uncond,
+                               guidance_scale=guidance_scale, generator=generator, plan=plan, progress=progress)
         latents = result.latents if smoother is None else smoother(result.latents)
         frames = latents if output_type == "latent" else self._to_frames(latents, output_type)
         self.maybe_free_model_hooks()
@@ -268,6 +285,10 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be positive, got {value}")
+
+
+def _graph_key(pipe: JVIDPipeline, settings: tuple[float, ...]) -> tuple[Any, ...]:
+    return (tuple((name, id(unet)) for name, unet in pipe.unets()), settings)
 
 
 def _initial_noise(shape: tuple[int, ...], generator: Any, device: torch.device) -> torch.Tensor:

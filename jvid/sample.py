@@ -91,6 +91,7 @@ class SampleSettings:
     device: str = field(default_factory=default_device)
     dtype: str = "float32"
     fps: float = 10.0
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, ModelFolders):
@@ -120,6 +121,8 @@ class SampleSettings:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         check_device(self.device)
+        if not isinstance(self.cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be a bool, got {self.cuda_graphs!r}")
         check_video_path(self.out)
 
     @classmethod
@@ -223,7 +226,7 @@ def sample(settings: SampleSettings, progress: bool = True) -> Sampled:
                   gamma=settings.gamma, noise_r_video=settings.r_video, noise_r_image=settings.r_image,
                   smoothing_threshold=settings.smoothing or None, generator=[seeded(s) for s in seeds],
                   plan_generator=seeded(plan_seed), output_type="np", num_videos_per_prompt=settings.batch,
-                  progress=progress)
+                  progress=progress, cuda_graphs=settings.cuda_graphs)
     height, width = output.frames.shape[2:4]
     record = {
         "settings": asdict(settings),

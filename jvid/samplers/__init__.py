@@ -1,5 +1,6 @@
 """Reverse chains over mixtures of ε-models: selection policies, solvers and the mixture sampler."""
 
+from jvid.samplers.graphed import CUDAGraphSampler
 from jvid.samplers.mixture import MixtureSampler, SampleResult
 from jvid.samplers.selectors import (
     TABLE6,
@@ -15,6 +16,7 @@ from jvid.samplers.solvers import AffineRun, DDIMSolver, DDPMSolver, SchedulerSo
 __all__ = [
     "TABLE6",
     "AffineRun",
+    "CUDAGraphSampler",
     "DDIMSolver",
     "DDPMSolver",
     "FixedSelector",

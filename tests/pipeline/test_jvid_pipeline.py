@@ -126,6 +126,19 @@ def test_the_plan_comes_from_the_plan_generator(pipe):
     assert plan(1, 3) == plan(2, 3) != plan(1, 4)
 
 
+def test_cuda_graph_runner_makes_the_eager_videos_and_is_kept_for_later_calls(pipe):
+    settings = dict(output_type="latent", noise_r_video=0.3, selector=PiecewiseSelector(0.0, 0.5, 0.5, 0.5))
+    eager = run(pipe, seed=2, **settings)
+    graphed = run(pipe, seed=2, cuda_graphs=True, **settings)
+    assert graphed.plan == eager.plan and set(eager.plan) == {0, 1}
+    torch.testing.assert_close(graphed.frames, eager.frames, rtol=1e-5, atol=1e-5)
+    runner = pipe._graph_runner
+    again = run(pipe, seed=2, cuda_graphs=True, **{**settings, "selector": PiecewiseSelector(0.0, 0.2, 0.9, 0.1)})
+    assert pipe._graph_runner is runner and again.plan != eager.plan
+    run(pipe, seed=2, cuda_graphs=True, **{**settings, "gamma": 0.5})
+    assert pipe._graph_runner is not runner  # γ is part of what a kept runner must match
+
+
 def test_per_video_generators_need_a_plan_generator(pipe):
     refused(pipe, "pass plan_generator", generator=generators(1, 2), num_videos_per_prompt=2)
 
