@@ -166,12 +166,12 @@ def test_strided_inputs_are_read_in_place():
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a CUDA device")
 def test_one_captured_launch_replays_every_step_from_the_step_counter():
     case = case_on_device((2, 3, 4, 8, 8), torch.bfloat16, guidance_scale=2.0, shared_ratio=0.3)
-    kwargs = case.kwargs()
+    kwargs, coefficients = case.kwargs(), case.coefficients  # static buffers, as the graph reads them
     x, step = case.x.clone(), torch.zeros(1, dtype=torch.int64, device=DEVICE)
     flags = torch.zeros(NUM_STEPS, dtype=torch.int32, device=DEVICE)
 
     def program():
-        fused_sampler_step(x, case.eps, case.coefficients, step, out=x, nonfinite=flags, **kwargs)
+        fused_sampler_step(x, case.eps, coefficients, step, out=x, nonfinite=flags, **kwargs)
         step.add_(1)
 
     side = torch.cuda.Stream()
@@ -187,8 +187,7 @@ def test_one_captured_launch_replays_every_step_from_the_step_counter():
     expected = case.x
     for index in range(NUM_STEPS):
         graph.replay()
-        expected = fused_sampler_step(expected, case.eps, case.coefficients, torch.tensor(index, device=DEVICE),
-                                      **kwargs)
+        expected = fused_sampler_step(expected, case.eps, coefficients, torch.tensor(index, device=DEVICE), **kwargs)
         assert torch.equal(x, expected)
     assert step.item() == NUM_STEPS and not flags.any()
 
