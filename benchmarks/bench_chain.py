@@ -112,6 +112,12 @@ class Chains:
     def fast(self) -> torch.Tensor:
         return self._sample(self.graphed)
 
+    def compiled(self) -> torch.Tensor:
+        """The graphed chain over networks compiled by torch.compile (default mode), built on first use."""
+        if not hasattr(self, "_compiled"):
+            self._compiled = CUDAGraphSampler(self.sampler, compile_mode="default")
+        return self._sample(self._compiled)
+
     @torch.no_grad()
     def plain(self) -> torch.Tensor:
         """What a diffusers user writes: latents in the video network's (b, c, f, h, w), frames folded for the LIDM."""
@@ -194,8 +200,9 @@ def bf16_matmul_flops_per_second() -> float:
     return _matmul_rate[0]
 
 
-def measure(setting: Setting, repeats: int = 3) -> dict[str, float]:
-    """Seconds of each way of running the chain, capture time, FLOPs, and the ratios the benchmarks report."""
+def measure(setting: Setting, repeats: int = 3, compiled: bool = False) -> dict[str, float]:
+    """Seconds of each way of running the chain, capture time, FLOPs, and the ratios the benchmarks report; with
+    `compiled`, also the graphed chain over torch.compile'd networks and its compile-and-capture time."""
     chains = Chains(setting)
     start = time.perf_counter()
     chains.fast()  # the first call captures the graphs
@@ -212,6 +219,13 @@ def measure(setting: Setting, repeats: int = 3) -> dict[str, float]:
         row["flops"] = chains.chain_flops()
         row["tflop_per_s"] = row["flops"] / row["graphed_s"] / 1e12
         row["bf16_fraction"] = row["flops"] / row["graphed_s"] / bf16_matmul_flops_per_second()
+    if compiled:
+        start = time.perf_counter()
+        out = chains.compiled().float()
+        synchronize()
+        row["compile_s"] = time.perf_counter() - start
+        row["compiled_difference"] = float((out - eager).norm() / eager.norm())
+        row["compiled_s"] = wall_seconds(chains.compiled, repeats)
     return row
 
 
@@ -232,6 +246,18 @@ def table(rows: list[dict[str, float]]) -> str:
             f"| {r.get('tflop_per_s', float('nan')):.0f} | {r.get('bf16_fraction', float('nan')):.0%} "
             f"| {r['difference']:.1e} |"
         )
+    compiled = [r for r in rows if "compiled_s" in r]
+    if compiled:
+        lines += ["", "With torch.compile (default mode) under the same graphs:", "",
+                  "| latent | plain loop s | graphed + compiled s | speed-up | compile + capture s | TFLOP/s "
+                  "| of bf16 rate | vs eager |", "|---|---|---|---|---|---|---|---|"]
+        for r in compiled:
+            rate = r["flops"] / r["compiled_s"]
+            lines.append(
+                f"| {r['size']}x{r['size']} | {r['plain_s']:.3f} | {r['compiled_s']:.3f} "
+                f"| {r['plain_s'] / r['compiled_s']:.1f}x | {r['compile_s']:.0f} | {rate / 1e12:.0f} "
+                f"| {rate / bf16_matmul_flops_per_second():.0%} | {r['compiled_difference']:.1e} |"
+            )
     return "\n".join(lines)
 
 
@@ -282,13 +308,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(GPU_SIZES), help="latent sizes (pixels / 8)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", type=int, nargs="*", default=[], metavar="SIZE",
+                        help="latent sizes at which to time torch.compile'd networks too (minutes of compilation each)")
     args = parser.parse_args()
     if not CUDA:
         print("no CUDA device: the small CPU setting")
         print(table([measure(CPU_SETTING, args.repeats)]))
         return
     print(f"{torch.cuda.get_device_name()}, bf16 rate {bf16_matmul_flops_per_second() / 1e12:.0f} TFLOP/s")
-    print(table([measure(replace(Setting(), size=size), args.repeats) for size in args.sizes]))
+    print(table([measure(replace(Setting(), size=size), args.repeats, size in args.compile) for size in args.sizes]))
 
 
 if __name__ == "__main__":

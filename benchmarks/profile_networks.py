@@ -1,0 +1,107 @@
+"""Where a guided network call of the chain spends device time, and what layout and compilation options buy.
+
+    python benchmarks/profile_networks.py --sizes 8 32               # kernel breakdown and variant timings
+    python benchmarks/profile_networks.py --sizes 8 --compile        # also torch.compile (minutes per network)
+
+For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
+guided call replayed from a CUDA graph for each variant (NCHW, channels-last, optionally torch.compile), and the
+eager call's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from bench_chain import Chains, Setting
+
+
+def replay_ms(call, t: torch.Tensor, calls: int = 10) -> float:
+    """Device ms per call of `call(t)` replayed from one graph of `calls` calls."""
+    from triton.testing import do_bench
+
+    call(t), call(t)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            call(t)
+    return do_bench(graph.replay, warmup=50, rep=300, return_mode="median") / calls
+
+
+def kernel_table(call, t: torch.Tensor, top: int) -> str:
+    """The eager call's CUDA kernels grouped by name: count and device ms, heaviest `top` first."""
+    call(t)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call(t)
+        torch.cuda.synchronize()
+    totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name][0] += 1
+            totals[event.name][1] += event.device_time_total / 1e3
+    busy = sum(ms for _, ms in totals.values())
+    count = sum(n for n, _ in totals.values())
+    rows = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    lines = [f"    {count} kernels, {busy:.2f} ms busy"]
+    lines += [f"    {ms:8.3f} ms {n:5d}x  {name[:110]}" for name, (n, ms) in rows]
+    return "\n".join(lines)
+
+
+def channels_last(net: torch.nn.Module) -> None:
+    """Every 4-D weight in channels-last and every 5-D one in channels-last-3d order (convolutions' NHWC)."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for param in net.parameters():
+        if param.ndim in formats:
+            param.data = param.data.contiguous(memory_format=formats[param.ndim])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8])
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (default mode)")
+    args = parser.parse_args()
+    for size in args.sizes:
+        chains = Chains(Setting(size=size))
+        t = torch.tensor([chains.timesteps[0]], device="cuda")
+        with torch.no_grad():
+            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                call = chains._network_call(k)
+                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (NCHW)", flush=True)
+                print(kernel_table(call, t, args.top), flush=True)
+            torch.backends.cudnn.benchmark = True
+            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                call = chains._network_call(k)
+                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (cudnn.benchmark)", flush=True)
+            for net in (chains.video_net, chains.image_net):
+                channels_last(net)
+            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                call = chains._network_call(k)
+                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (channels-last, "
+                      f"cudnn.benchmark)", flush=True)
+                print(kernel_table(call, t, 6), flush=True)
+            if args.compile:
+                for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                    denoiser = chains.denoisers[k]
+                    compiled = torch.compile(denoiser.__call__, dynamic=False)
+                    chains.denoisers[k] = compiled
+                    call = chains._network_call(k)
+                    start = time.perf_counter()
+                    call(t)
+                    torch.cuda.synchronize()
+                    seconds = time.perf_counter() - start
+                    print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (compiled; "
+                          f"compile {seconds:.0f} s)", flush=True)
+                    print(kernel_table(call, t, 6), flush=True)
+                    chains.denoisers[k] = denoiser
+        del chains
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
