@@ -180,9 +180,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sweep":
         sweep([
             LaunchConfig(per_video=per_video, tile_elements=tile, num_warps=warps, programs_per_sm=programs)
-            for per_video, programs in [(False, None), (True, None), (True, 1), (True, 2)]
-            for tile in ((4096, 16384) if not per_video else (4096, 8192, 16384))
-            for warps in ((4, 8, 16) if not per_video else (8, 16))
+            for per_video, programs in [(False, None), (True, None)]
+            for tile in (1024, 2048, 4096)
+            for warps in (4, 8, 16)
         ])
         return
     if not CUDA:

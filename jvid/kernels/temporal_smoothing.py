@@ -1,27 +1,29 @@
-"""Temporal latent smoothing (paper sec. 3.6) as two fused Triton kernels; `jvid.postproc.smoothing` holds the reference.
+"""Temporal latent smoothing (paper sec. 3.6) as fused Triton kernels; `jvid.postproc.smoothing` holds the reference.
 
 Notation of the reference: for each video b, μ[c, p] is the mean of x over frames at pixel p = (h, w),
 σ_c = max(std_p μ[c, p], SIGMA_FLOOR) (population std), D[f, p] = Σ_c |x[f, c, p] − μ[c, p]| / σ_c, and the whole
 c-vector at (f, p) becomes μ[:, p] where D < threshold.
 
-σ_c needs every pixel of μ before any voxel can be decided, so x is read twice:
+σ_c needs every pixel of μ before any voxel can be decided, so x is read twice. Two ways to cover the latents
+(`LaunchConfig`, chosen by `default_config`):
 
-1. `_moments_kernel`, one program per (pixel tile, video): sums its (f, c, pixel-tile) block over frames to get μ for
-   the tile, and writes per channel the tile's Σ_p μ and Σ_p (μ − tile mean)² (float32, 2·c numbers per tile).
-2. `_smoothing_kernel`, same grid: merges all tiles' moments of its video into σ_c (law of total variance, no
-   cancellation), recomputes μ for its tile from x, then sweeps the frames again to form D, choose μ or x and write.
+- Whole videos per program, one launch (`_video_kernel`), when there are at least as many videos as multiprocessors:
+  a program sums its video over frames tile by tile for μ and σ_c (Chan's pairwise merge of the tiles' moments), then
+  sweeps the frames again to form D, choose μ or x and write. When a frame's (c, h, w) fits one tile, μ stays in
+  registers; the second read of the video follows the first closely enough to come from L2. Memory traffic: x read
+  once from memory, written once: the floor.
+- Pixel tiles, two launches, when there are few (large) videos: `_moments_kernel` writes each (tile, video)'s
+  per-channel Σ_p μ and Σ_p (μ − tile mean)², and `_smoothing_kernel` merges them into σ_c (law of total variance, no
+  cancellation), recomputes μ for its tile, and sweeps the frames. It takes the videos in the reverse order, so that
+  the last ones read are still in cache. x is read twice from memory at worst, plus 8·c bytes of moments per tile.
 
-Bytes from memory, for N = b·f·c·h·w elements of s bytes: 2·N·s read + N·s written, plus 8·b·c·(tiles) bytes of
-moments (for 256 videos of 16×4×32×32 in bfloat16: 67 MB read, 34 MB written, 0.13 MB of moments). Kernel 2 touches
-its tile twice (once for μ, once for D), but a tile is a few KB, so the second touch is served from L1/L2 cache;
-only when f·c is large enough to split a tile's frames into several chunks may it come from memory again.
-μ is never written: recomputing it costs less than a round trip through memory.
-
-The arithmetic is the reference's, in float32 for float16/bfloat16/float32 input, with IEEE-rounded divisions and
-square root; summation orders differ, so D can differ from the reference's by a few float32 ulps and a voxel whose D
-lies that close to the threshold may be decided the other way. float64 is not supported (the reference handles it).
-Strided input is read in place when (h, w) flatten to one stride (any permutation of b, f, c is fine, expanded
-frames too); otherwise the launcher makes a contiguous copy. The output is a new contiguous tensor.
+Tiles are (channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each
+thread's registers and several loads are in flight. The arithmetic is the reference's, in float32 for
+float16/bfloat16/float32 input; the summation orders differ and |x − μ| / σ_c is a product with 1 / σ_c, so D can
+differ from the reference's by a few float32 ulps and a voxel whose D lies that close to the threshold may be decided
+the other way. float64 is not supported (the reference handles it). Strided input is read in place when (h, w)
+flatten to one stride (any permutation of b, f, c is fine, expanded frames too); otherwise the launcher makes a
+contiguous copy. The output is a new contiguous tensor.
 """
 
 from __future__ import annotations
@@ -40,23 +42,27 @@ from jvid.shapes import Latents
 
 SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIGMA_FLOOR); a test keeps them equal
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_TILE_ELEMENTS = 4096  # elements of x per program and frame chunk: 8 KB of bfloat16, 32 per thread at 4 warps
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
+UNROLL = tl.constexpr(4)  # frames per loop iteration: their loads are independent, so all are in flight together
 
 
 # Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
 # leave the kernels unwrapped. `frames` and `pixels` are not specialised: a constexpr 1 could not be cast to float.
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
-def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_F: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """μ over all frames for a (c, pixel) tile, given the tile's pointers at frame 0; zero outside `in_tile`."""
-    f_idx = tl.arange(0, BLOCK_F)[:, None, None]
+def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """μ over all frames for a (c, pixel) tile, given the tile's pointers at frame 0; zero outside `in_tile`.
+
+    The tile stays two-dimensional, so the sum over frames stays in each thread's registers; UNROLL frames are loaded
+    per iteration, so that several loads are in flight at once.
+    """
     total = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    for f0 in range(0, frames, BLOCK_F):
-        f = f0 + f_idx
-        x = tl.load(x_ptr[None, :, :] + f * stride_f, mask=in_tile[None, :, :] & (f < frames), other=0.0)
-        total += tl.sum(x.to(tl.float32), axis=0)
+    first = tl.zeros((1, 1), dtype=tl.int32)  # frame indices as tensors, also in the interpreter
+    for f0 in range(0, frames, UNROLL):
+        for u in tl.static_range(UNROLL):
+            f = first + f0 + u
+            total += tl.load(x_ptr + f * stride_f, mask=in_tile & (f < frames), other=0.0).to(tl.float32)
     return tl.div_rn(total, frames.to(tl.float32))
 
 
@@ -73,7 +79,6 @@ def _moments_kernel(
     stride_f,
     stride_c,
     stride_p,
-    BLOCK_F: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
@@ -82,9 +87,7 @@ def _moments_kernel(
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
-    mu = _frame_mean(
-        x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P
-    )
+    mu = _frame_mean(x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
     count = tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32)
     tile_sum = tl.sum(mu, axis=1)
     centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
@@ -114,7 +117,6 @@ def _smoothing_kernel(
     out_stride_f,
     out_stride_c,
     SIGMA_FLOOR: tl.constexpr,
-    BLOCK_F: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -144,25 +146,27 @@ def _smoothing_kernel(
         m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
     # A NaN in the video must stay NaN here, as in torch's clamp_min, so that D is NaN and the video is kept.
     sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
-    sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
+    sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
 
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
     x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
-    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)[None, :, :]
+    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
 
     out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
-    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, BLOCK_F)
+    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile)
 
 
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
-def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, BLOCK_F: tl.constexpr):
+def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile):
     """Writes, frame by frame, μ where D = Σ_c |x − μ| / σ_c < threshold and x elsewhere, over a (c, pixel) tile.
 
-    `mu` is (1, C, P) in float32, `sigma` (1, C, 1); pointers are the tile's at frame 0.
+    `mu` is (C, P) in float32, `sigma` (C, 1); pointers are the tile's at frame 0. Each term |x − μ| / σ_c is a
+    product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division.
     """
+    inverse_sigma = tl.div_rn(1.0, sigma)
     if x_tile.dtype.element_ty == tl.bfloat16:
         # μ rounded to nearest even, as compiled Triton and torch do; done by hand since Triton's interpreter truncates.
         bits = mu.to(tl.uint32, bitcast=True)
@@ -170,15 +174,16 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
         mu_out = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     else:
         mu_out = mu.to(x_tile.dtype.element_ty)
-    f_idx = tl.arange(0, BLOCK_F)[:, None, None]
-    for f0 in range(0, frames, BLOCK_F):
-        f = f0 + f_idx
-        mask = in_tile[None, :, :] & (f < frames)
-        x = tl.load(x_tile[None, :, :] + f * stride_f, mask=mask, other=0.0)
-        # Masked channels hold x = μ = 0 and add nothing to D.
-        deviation = tl.sum(tl.div_rn(tl.abs(x.to(tl.float32) - mu), sigma), axis=1)  # D: (BLOCK_F, BLOCK_P)
-        smoothed = tl.where(deviation[:, None, :] < threshold, mu_out, x)
-        tl.store(out_tile[None, :, :] + f * out_stride_f, smoothed, mask=mask)
+    first = tl.zeros((1, 1), dtype=tl.int32)
+    for f0 in range(0, frames, UNROLL):
+        for u in tl.static_range(UNROLL):
+            f = first + f0 + u
+            mask = in_tile & (f < frames)
+            x = tl.load(x_tile + f * stride_f, mask=mask, other=0.0)
+            # Masked channels hold x = μ = 0 and add nothing to D.
+            deviation = tl.sum(tl.abs(x.to(tl.float32) - mu) * inverse_sigma, axis=0)  # D: (BLOCK_P,)
+            smoothed = tl.where(deviation[None, :] < threshold, mu_out, x)
+            tl.store(out_tile + f * out_stride_f, smoothed, mask=mask)
 
 
 @triton.jit(do_not_specialize=["frames", "pixels"])
@@ -199,7 +204,6 @@ def _video_kernel(
     out_stride_f,
     out_stride_c,
     SIGMA_FLOOR: tl.constexpr,
-    BLOCK_F: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     ONE_TILE: tl.constexpr,
@@ -217,13 +221,13 @@ def _video_kernel(
         out_video = out_ptr + index * out_stride_b + c * out_stride_c
         if ONE_TILE:
             in_tile = (c < channels) & (p_idx < pixels)
-            mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
+            mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
             mean = tl.div_rn(tl.sum(mu, axis=1), pixels.to(tl.float32))
             centred = tl.where(in_tile, mu - mean[:, None], 0.0)
             sigma = tl.sqrt_rn(tl.div_rn(tl.sum(centred * centred, axis=1), pixels.to(tl.float32)))
-            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
-            _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu[None, :, :], sigma, threshold,
-                               frames, stride_f, out_stride_f, in_tile, BLOCK_F)
+            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
+            _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu, sigma, threshold, frames, stride_f,
+                               out_stride_f, in_tile)
         else:
             count = 0.0
             mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -231,7 +235,7 @@ def _video_kernel(
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
-                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
                 n = tl.minimum(pixels - p0, BLOCK_P).to(tl.float32)
                 tile_mean = tl.div_rn(tl.sum(mu, axis=1), n)
                 centred = tl.where(in_tile, mu - tile_mean[:, None], 0.0)
@@ -242,13 +246,13 @@ def _video_kernel(
                 m2 += tl.sum(centred * centred, axis=1) + delta * delta * tl.div_rn(count * n, total)
                 count = total
             sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
-            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[None, :, None]
+            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
-                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_F, BLOCK_C, BLOCK_P)
-                _replace_near_mean(x_video + p * stride_p, out_video + p, mu[None, :, :], sigma, threshold, frames,
-                                   stride_f, out_stride_f, in_tile, BLOCK_F)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+                _replace_near_mean(x_video + p * stride_p, out_video + p, mu, sigma, threshold, frames, stride_f,
+                                   out_stride_f, in_tile)
 
 
 @dataclass(frozen=True)
@@ -263,11 +267,12 @@ class LaunchConfig:
     programs_per_sm: int | None = None
 
 
-def default_config(shape: tuple[int, ...], device: torch.device) -> LaunchConfig:
-    """Whole videos per program when there are enough videos to fill the chip, else pixel tiles."""
+def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
+    """Whole videos per program when there are enough videos to fill the chip, else pixel tiles; the fastest
+    settings of a sweep on an H100 (benchmarks/bench_smoothing.py --sweep, figures in benchmarks/NOTES.md)."""
     if shape[0] >= _multiprocessors(device):
-        return LaunchConfig(per_video=True, tile_elements=8192, num_warps=8)
-    return LaunchConfig(per_video=False)
+        return LaunchConfig(per_video=True, tile_elements=4096, num_warps=4 if dtype.itemsize == 2 else 8)
+    return LaunchConfig(per_video=False, tile_elements=1024, num_warps=16)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
@@ -281,29 +286,28 @@ def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchCo
     if out.numel() == 0:
         return out
     x, stride_p = _with_flat_pixels(latents)
-    config = config or default_config(tuple(latents.shape), latents.device)
+    config = config or default_config(tuple(latents.shape), latents.dtype, latents.device)
     launch = _launch_per_video if config.per_video else _launch_tiled
     launch(x, stride_p, out, float(threshold), config)
     return out
 
 
-def _blocks(f: int, c: int, pixels: int, tile_elements: int) -> tuple[int, int, int]:
-    """(BLOCK_F, BLOCK_C, BLOCK_P): all channels, as many frames as leave _MIN_PIXELS, then as many pixels as fit."""
+def _blocks(c: int, pixels: int, tile_elements: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P): all channels, and as many pixels as fit in `tile_elements` (at least _MIN_PIXELS)."""
     block_c = triton.next_power_of_2(c)
-    block_f = min(triton.next_power_of_2(f), max(1, tile_elements // (block_c * _MIN_PIXELS)))
-    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, tile_elements // (block_f * block_c)))
-    return block_f, block_c, block_p
+    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, tile_elements // block_c))
+    return block_c, block_p
 
 
 def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
     b, f, c, h, w = x.shape
     pixels = h * w
-    block_f, block_c, block_p = _blocks(f, c, pixels, config.tile_elements)
+    block_c, block_p = _blocks(c, pixels, config.tile_elements)
     n_tiles = triton.cdiv(pixels, block_p)
     block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
     grid = (n_tiles, b)
     strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
-    blocks = {"BLOCK_F": block_f, "BLOCK_C": block_c, "BLOCK_P": block_p, "num_warps": config.num_warps}
+    blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "num_warps": config.num_warps}
     moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
     _moments_kernel[grid](x, moments, f, c, pixels, n_tiles, *strides, **blocks)
     _smoothing_kernel[grid](x, out, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3],
@@ -313,10 +317,10 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
 def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
     b, f, c, h, w = x.shape
     pixels = h * w
-    block_f, block_c, block_p = _blocks(f, c, pixels, config.tile_elements)
+    block_c, block_p = _blocks(c, pixels, config.tile_elements)
     programs = b if config.programs_per_sm is None else min(b, config.programs_per_sm * _multiprocessors(x.device))
     _video_kernel[(programs,)](x, out, threshold, b, f, c, pixels, x.stride(0), x.stride(1), x.stride(2), stride_p,
-                               *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c,
+                               *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c,
                                BLOCK_P=block_p, ONE_TILE=block_p >= pixels, num_warps=config.num_warps)
 
 
