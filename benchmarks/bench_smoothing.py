@@ -1,13 +1,15 @@
 """Temporal latent smoothing (sec. 3.6): the fused Triton kernel against the eager reference, beside the memory floor.
 
-    python benchmarks/bench_smoothing.py                 # a table: eager, fused, floors, agreement
+    python benchmarks/bench_smoothing.py                 # a table: eager, fused, floor, agreement
+    python benchmarks/bench_smoothing.py --sweep         # every launch configuration at every size, fastest first
     python -m pytest benchmarks/bench_smoothing.py       # the same cases through pytest-benchmark
 
 On CUDA both implementations run at each size in SIZES. Device times come from `triton.testing.do_bench` (CUDA
-events, L2 flushed before every call, median); pytest-benchmark's own numbers are host wall time per call including a
-synchronize, i.e. what a caller waits. The floor is the bytes any implementation must move (read x once, write the
-result once: 2·N·s) over the bandwidth of a measured device-to-device copy; the kernel's design moves 3·N·s (x is
-read twice), its own floor. Without CUDA only the reference runs, at one tiny size, so the file stays quick.
+events, L2 flushed before every call, median; a host launch longer than the flush shows in them) and from replays of
+a CUDA graph over rotating inputs (`replay_ms`: device time alone). pytest-benchmark's own numbers are host wall time
+per call including a synchronize, i.e. what a caller waits. The floor is the bytes any implementation must move (read
+x once, write the result once: 2·N·s) over the bandwidth of a measured device-to-device copy. Without CUDA only the
+reference runs, at one tiny size, so the file stays quick.
 """
 
 from __future__ import annotations
