@@ -93,6 +93,7 @@ class Chains:
         self.denoisers = [VideoDenoiser(self.video_net, self.schedule), ImageDenoiser(self.image_net, self.schedule)]
         self.sampler = MixtureSampler(self.denoisers, PatternSelector([0, 1]))
         self.graphed = CUDAGraphSampler(self.sampler)
+        self._compiled: CUDAGraphSampler | None = None  # built on first use: compiling takes minutes
         context = self.video_net.config.cross_attention_dim
         self.x_T = torch.randn(s.videos, s.frames, 4, s.size, s.size, generator=generator).to(DEVICE, s.dtype)
         self.cond = torch.randn(s.videos, 77, context, generator=generator).to(DEVICE, s.dtype)
@@ -114,7 +115,7 @@ class Chains:
 
     def compiled(self) -> torch.Tensor:
         """The graphed chain over networks compiled by torch.compile (default mode), built on first use."""
-        if not hasattr(self, "_compiled"):
+        if self._compiled is None:
             self._compiled = CUDAGraphSampler(self.sampler, compile_mode="default")
         return self._sample(self._compiled)
 

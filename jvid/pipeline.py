@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, SchedulerMixin
 from diffusers.image_processor import VaeImageProcessor
@@ -154,7 +153,7 @@ class JVIDPipeline(DiffusionPipeline):
     def _graphed(self, sampler: MixtureSampler, settings: tuple[float, ...]) -> CUDAGraphSampler:
         """The CUDA-graph runner of the last call with the same UNets, γ and noise ratios (so its graphs are reused),
         else a new one; the plan is always passed in, so the selector of the sampler it wraps plays no part."""
-        key = _graph_key(self, settings)
+        key = (tuple((name, id(unet)) for name, unet in self.unets()), settings)
         cached = getattr(self, "_graph_runner", None)
         if cached is None or cached[0] != key:
             cached = (key, CUDAGraphSampler(sampler))
@@ -285,10 +284,6 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be positive, got {value}")
-
-
-def _graph_key(pipe: JVIDPipeline, settings: tuple[float, ...]) -> tuple[Any, ...]:
-    return (tuple((name, id(unet)) for name, unet in pipe.unets()), settings)
 
 
 def _initial_noise(shape: tuple[int, ...], generator: Any, device: torch.device) -> torch.Tensor:

@@ -9,7 +9,6 @@ depend on which batch makes it: `batch=4` gives the videos 0..3 that four runs w
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import os
 import platform
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+from jvid._checks import finite_real
 from jvid.models.text import split_class_name, ucf101_prompt
 from jvid.noise import CorrelatedNoise
 from jvid.pipeline import JVIDPipeline
@@ -109,10 +109,10 @@ class SampleSettings:
                 _check_int(name, getattr(self, name), minimum=1)
         for name in ("seed", "first_index"):
             _check_int(name, getattr(self, name), minimum=0)
-        _check_finite("guidance_scale", self.guidance_scale)
-        if _check_finite("gamma", self.gamma) < 0:
+        finite_real("guidance_scale", self.guidance_scale)
+        if finite_real("gamma", self.gamma) < 0:
             raise ValueError(f"gamma (γ, sec. 3.5) scales the noise and must be >= 0, got {self.gamma!r}")
-        if _check_finite("fps", self.fps) <= 0:
+        if finite_real("fps", self.fps) <= 0:
             raise ValueError(f"fps must be positive, got {self.fps!r}")
         for name, check in (("r_video", CorrelatedNoise), ("r_image", CorrelatedNoise),
                             ("smoothing", TemporalLatentSmoother)):
@@ -153,12 +153,6 @@ def _check_with(name: str, make: Callable[[Any], Any], value: Any) -> None:
         make(value)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
-
-
-def _check_finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return value
 
 
 def check_device(device: Any) -> None:

@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from jvid._checks import finite_real
 from jvid.shapes import Latents
 
 SIGMA_FLOOR = 1e-6
@@ -39,7 +40,7 @@ class TemporalLatentSmoother:
     """The paper's temporal latent smoothing (sec. 3.6) with threshold c; c = 2 worked best in sec. 4.2."""
 
     def __init__(self, threshold: float = 2.0) -> None:
-        self.threshold = _check_real("threshold", threshold)
+        self.threshold = finite_real("threshold", threshold)
         if threshold < 0.0:
             raise ValueError(f"threshold c must be non-negative, got {threshold!r}")
 
@@ -72,7 +73,7 @@ class GaussianTemporalSmoother(_FrameKernelSmoother):
     """Sec. 4.2 baseline: along frames only, weights exp(−k²/(2σ²)) for offsets |k| ≤ ⌈3σ⌉."""
 
     def __init__(self, sigma: float = 1.0) -> None:
-        self.sigma = _check_real("sigma", sigma)
+        self.sigma = finite_real("sigma", sigma)
         if sigma <= 0.0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         radius = math.ceil(3.0 * self.sigma)
@@ -116,12 +117,6 @@ def _frame_mixing(weights: Float[Tensor, " k"], frames: int) -> Float[Tensor, "f
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _check_real(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    return float(value)
 
 
 def _check_latents(latents: Tensor) -> None:

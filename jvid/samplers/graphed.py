@@ -109,11 +109,10 @@ class _StepProgram:
         )
         buffers.step.add_(1)
 
-    def load(self, cond: Any, uncond: Any) -> None:
-        """This run's conditioning into the program's buffer."""
+    def load(self, context: Tensor | None) -> None:
+        """This run's conditioning (as `_context` makes it) into the program's buffer."""
         if self.context is not None:
-            batch = len(self.buffers.x)
-            self.context.copy_(guidance_context(cond, uncond, batch) if self.guided else cond)
+            self.context.copy_(context)
 
     def set_noise(self, draw: NoiseDraw) -> None:
         """This step's z into the program's noise buffers."""
@@ -138,8 +137,8 @@ class CUDAGraphSampler:
     about two eager steps per denoiser. `compile_mode` passes each denoiser through `torch.compile` first
     (minutes of compilation on first use, for faster networks; see `COMPILE_MODES`).
 
-    Runs the graphs for CUDA latents with jvid's DDPM or DDIM solver and tensor (or no) conditioning; anything else
-    runs the same program uncaptured on the CPU, or falls back to the eager loop with a warning on CUDA.
+    Runs the graphs for CUDA latents with jvid's DDPM or DDIM solver and tensor (or no) conditioning; on the CPU the
+    same program runs uncaptured. Other solvers or conditioning fall back to the eager loop (with a warning on CUDA).
     """
 
     def __init__(self, sampler: MixtureSampler, *, compile_mode: str | None = None) -> None:
@@ -183,9 +182,11 @@ class CUDAGraphSampler:
                                        callback=callback, progress=progress)
         buffers = self._buffers_for(chain.x)
         buffers.load(chain)
-        programs = {k: self._program(k, chain, buffers, guidance_scale) for k in sorted(set(chain.plan))}
-        for k, program in programs.items():
-            program.load(chain.conds[k], chain.unconds[k])
+        programs = {}
+        for k in sorted(set(chain.plan)):
+            context = _context(chain.conds[k], chain.unconds[k], len(chain.x), guidance_scale)
+            programs[k] = self._program(k, context, chain, buffers, guidance_scale)
+            programs[k].load(context)
         run: AffineRun = chain.run  # type: ignore[assignment]
         n = len(chain.plan)
         for i in tqdm(range(n), desc="jvid", disable=not progress):
@@ -210,8 +211,6 @@ class CUDAGraphSampler:
             for k, value in enumerate(values):
                 if value is not None and not isinstance(value, Tensor):
                     return f"{name} of denoiser {k} is a {type(value).__name__}, not a tensor"
-        if chain.x.dtype not in _fused_dtypes():
-            return f"latents of dtype {chain.x.dtype} (the fused step takes {_fused_dtypes()})"
         return None
 
     def _buffers_for(self, x: Latents) -> _Buffers:
@@ -220,11 +219,11 @@ class CUDAGraphSampler:
             self._buffers[key] = _Buffers.like(x, self.sampler.schedule.num_train_timesteps)
         return self._buffers[key]
 
-    def _program(self, k: int, chain: PlannedChain, buffers: _Buffers, guidance_scale: float) -> _StepProgram:
-        """Denoiser k's step program for these buffers and this conditioning, built once and kept."""
+    def _program(
+        self, k: int, context: Tensor | None, chain: PlannedChain, buffers: _Buffers, guidance_scale: float
+    ) -> _StepProgram:
+        """Denoiser k's step program for these buffers and a conditioning laid out as `context`, built once."""
         x = buffers.x
-        cond, uncond = chain.conds[k], chain.unconds[k]
-        context = guidance_context(cond, uncond, len(x)) if guidance_scale != 1.0 else cond
         layout = None if context is None else (tuple(context.shape), context.dtype)
         key = (k, tuple(x.shape), x.dtype, x.device, float(guidance_scale), layout)
         if key not in self._programs:
@@ -292,20 +291,22 @@ class CUDAGraphSampler:
         return f"CUDAGraphSampler({self.sampler!r}, compile_mode={self.compile_mode!r})"
 
 
-def _step_function(x: Latents) -> Callable[..., Latents]:
-    """The fused Triton step where Triton can run on x (CUDA, or the CPU interpreter), else its PyTorch reference."""
-    if importlib.util.find_spec("triton") is not None:
-        from jvid.kernels import fused_sampler_step, is_interpreted
+def _context(cond: Any, uncond: Any, batch: int, guidance_scale: float) -> Tensor | None:
+    """What a step program hands the denoiser as conditioning: [∅; y] under guidance, else y."""
+    return guidance_context(cond, uncond, batch) if guidance_scale != 1.0 else cond
 
-        if x.is_cuda or is_interpreted():
+
+def _step_function(x: Latents) -> Callable[..., Latents]:
+    """The fused Triton step where Triton can run on x (its dtypes, on CUDA or in the CPU interpreter), else its
+    PyTorch reference (any floating dtype; capturable too)."""
+    if importlib.util.find_spec("triton") is not None:
+        from jvid.kernels import SUPPORTED_DTYPES, fused_sampler_step, is_interpreted
+
+        if x.dtype in SUPPORTED_DTYPES and (x.is_cuda or is_interpreted()):
             return fused_sampler_step
     from jvid.samplers.step import sampler_step_reference
 
     return sampler_step_reference
-
-
-def _fused_dtypes() -> tuple[torch.dtype, ...]:
-    return (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _empty_like_rows(part: Tensor | None, batch: int) -> Tensor | None:
