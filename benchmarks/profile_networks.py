@@ -4,7 +4,8 @@
     python benchmarks/profile_networks.py --sizes 8 --compile        # also torch.compile (minutes per network)
 
 For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
-guided call replayed from a CUDA graph for each variant (NCHW, channels-last, optionally torch.compile), and the
+guided call replayed from a CUDA graph for each variant (NCHW, channels-last, fused QKV projections, optionally
+torch.compile), and the
 eager call's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
 """
 
@@ -85,6 +86,12 @@ def main() -> None:
                 print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (channels-last, "
                       f"cudnn.benchmark)", flush=True)
                 print(kernel_table(call, t, 6), flush=True)
+            for net in (chains.video_net, chains.image_net):
+                net.fuse_qkv_projections()
+            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                call = chains._network_call(k)
+                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (channels-last, "
+                      f"cudnn.benchmark, fused QKV)", flush=True)
             if args.compile:
                 for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
                     denoiser = chains.denoisers[k]

@@ -98,6 +98,35 @@ def _moments_kernel(
     tl.store(out + channels, tl.sum(centred * centred, axis=1), mask=valid)
 
 
+@triton.jit(do_not_specialize=["pixels"])
+@no_type_check
+def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.constexpr, BLOCK_C: tl.constexpr,
+                        BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr):
+    """σ_c of one video, (BLOCK_C,), from its tiles' moments [tile, 0, c] = Σ_p μ and [tile, 1, c] = Σ_p (μ − tile
+    mean)², tiles of BLOCK_P pixels: mean = Σ_t sum_t / P, then P·σ² = Σ_t (M2_t + n_t·(mean_t − mean)²), the law of
+    total variance, which has no cancellation. Loads bypass L1, so moments written by other programs are seen."""
+    t_idx = tl.arange(0, BLOCK_T)[:, None]
+    c_row = tl.arange(0, BLOCK_C)[None, :]
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        t = t0 + t_idx
+        ok = (t < n_tiles) & (c_row < channels)
+        total += tl.sum(tl.load(moments + t * 2 * channels + c_row, mask=ok, other=0.0, cache_modifier=".cg"), axis=0)
+    mean = tl.div_rn(total, pixels.to(tl.float32))[None, :]
+    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        t = t0 + t_idx
+        ok = (t < n_tiles) & (c_row < channels)
+        count = tl.maximum(tl.minimum(pixels - t * BLOCK_P, BLOCK_P), 1).to(tl.float32)
+        tile_sum = tl.load(moments + t * 2 * channels + c_row, mask=ok, other=0.0, cache_modifier=".cg")
+        tile_m2 = tl.load(moments + t * 2 * channels + channels + c_row, mask=ok, other=0.0, cache_modifier=".cg")
+        spread = tl.div_rn(tile_sum, count) - mean
+        m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
+    # A NaN in the video must stay NaN here, as in torch's clamp_min, so that D is NaN and the video is kept.
+    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
+    return tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)
+
+
 @triton.jit(do_not_specialize=["frames", "pixels"])
 @no_type_check
 def _smoothing_kernel(
@@ -125,28 +154,8 @@ def _smoothing_kernel(
     # Videos in the reverse of the moments kernel's order: the last videos it read are the likeliest still in cache.
     video = (tl.num_programs(1) - 1 - tl.program_id(1)).to(tl.int64)
 
-    # σ_c from the tiles' moments: mean = Σ_t sum_t / P, then P·σ² = Σ_t (M2_t + n_t·(mean_t − mean)²).
-    t_idx = tl.arange(0, BLOCK_T)[:, None]
-    c_row = tl.arange(0, BLOCK_C)[None, :]
-    moments = moments_ptr + video * n_tiles * 2 * channels + c_row
-    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for t0 in range(0, n_tiles, BLOCK_T):
-        t = t0 + t_idx
-        ok = (t < n_tiles) & (c_row < channels)
-        total += tl.sum(tl.load(moments + t * 2 * channels, mask=ok, other=0.0), axis=0)
-    mean = tl.div_rn(total, pixels.to(tl.float32))[None, :]
-    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for t0 in range(0, n_tiles, BLOCK_T):
-        t = t0 + t_idx
-        ok = (t < n_tiles) & (c_row < channels)
-        count = tl.maximum(tl.minimum(pixels - t * BLOCK_P, BLOCK_P), 1).to(tl.float32)
-        tile_sum = tl.load(moments + t * 2 * channels, mask=ok, other=0.0)
-        tile_m2 = tl.load(moments + t * 2 * channels + channels, mask=ok, other=0.0)
-        spread = tl.div_rn(tile_sum, count) - mean
-        m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
-    # A NaN in the video must stay NaN here, as in torch's clamp_min, so that D is NaN and the video is kept.
-    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
-    sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
+    sigma = _sigma_from_moments(moments_ptr + video * n_tiles * 2 * channels, n_tiles, channels, pixels, SIGMA_FLOOR,
+                                BLOCK_C, BLOCK_P, BLOCK_T)[:, None]
 
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
@@ -167,13 +176,7 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
     product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division.
     """
     inverse_sigma = tl.div_rn(1.0, sigma)
-    if x_tile.dtype.element_ty == tl.bfloat16:
-        # μ rounded to nearest even, as compiled Triton and torch do; done by hand since Triton's interpreter truncates.
-        bits = mu.to(tl.uint32, bitcast=True)
-        bits += 0x7FFF + ((bits >> 16) & 1)
-        mu_out = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        mu_out = mu.to(x_tile.dtype.element_ty)
+    mu_out = _rounded(mu, x_tile.dtype.element_ty)
     first = tl.zeros((1, 1), dtype=tl.int32)
     for f0 in range(0, frames, UNROLL):
         for u in tl.static_range(UNROLL):
@@ -184,6 +187,18 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
             deviation = tl.sum(tl.abs(x.to(tl.float32) - mu) * inverse_sigma, axis=0)  # D: (BLOCK_P,)
             smoothed = tl.where(deviation[None, :] < threshold, mu_out, x)
             tl.store(out_tile + f * out_stride_f, smoothed, mask=mask)
+
+
+@triton.jit
+@no_type_check
+def _rounded(value, dtype: tl.constexpr):
+    """float32 `value` rounded to nearest even in `dtype`, as compiled Triton and torch do; by hand for bfloat16,
+    which Triton's interpreter truncates."""
+    if dtype == tl.bfloat16:
+        bits = value.to(tl.uint32, bitcast=True)
+        bits += 0x7FFF + ((bits >> 16) & 1)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return value.to(dtype)
 
 
 @triton.jit(do_not_specialize=["frames", "pixels"])
@@ -255,24 +270,102 @@ def _video_kernel(
                                    out_stride_f, in_tile)
 
 
+@triton.jit(do_not_specialize=["frames", "pixels"])
+@no_type_check
+def _group_kernel(
+    x_ptr,
+    out_ptr,
+    moments_ptr,
+    arrivals_ptr,
+    threshold,
+    videos,
+    frames,
+    channels,
+    pixels,
+    n_chunks,
+    stride_b,
+    stride_f,
+    stride_c,
+    stride_p,
+    out_stride_b,
+    out_stride_f,
+    out_stride_c,
+    SIGMA_FLOOR: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    """A group of n_chunks programs per video, one pixel chunk each, all frames and channels of it held in registers:
+    x is read from memory once. Each program publishes its chunk's moments and waits until the whole group has, then
+    merges them into σ_c and decides its voxels. Groups loop over videos; every program of the launch must be
+    resident at once (the launcher sizes the grid so), since the programs of a group wait for each other.
+    `arrivals_ptr` counts each video's published chunks and must be zero at launch."""
+    group = tl.program_id(0) // n_chunks
+    chunk = tl.program_id(0) % n_chunks
+    groups = tl.num_programs(0) // n_chunks
+    f = tl.arange(0, BLOCK_F)[:, None, None]
+    c = tl.arange(0, BLOCK_C)[None, :, None]
+    p_row = chunk * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = p_row[None, None, :]
+    in_chunk = (f < frames) & (c < channels) & (p < pixels)
+    offsets = f * stride_f + c * stride_c + p * stride_p
+    out_offsets = f * out_stride_f + c * out_stride_c + p  # the output is contiguous over pixels
+    c_row = tl.arange(0, BLOCK_C)
+    n = tl.minimum(pixels - chunk * BLOCK_P, BLOCK_P).to(tl.float32)
+    for video in range(group, videos, groups):
+        index = tl.cast(video, tl.int64)  # a plain int in the interpreter
+        x = tl.load(x_ptr + index * stride_b + offsets, mask=in_chunk, other=0.0)
+        mu = tl.div_rn(tl.sum(x.to(tl.float32), axis=0), frames.to(tl.float32))  # (C, P); 0 outside the chunk
+        chunk_sum = tl.sum(mu, axis=1)
+        centred = tl.where((c_row[:, None] < channels) & (p_row[None, :] < pixels), mu - tl.div_rn(chunk_sum, n)[:, None], 0.0)
+        moments = moments_ptr + index * n_chunks * 2 * channels
+        mine = moments + chunk * 2 * channels + c_row
+        tl.store(mine, chunk_sum, mask=c_row < channels)
+        tl.store(mine + channels, tl.sum(centred * centred, axis=1), mask=c_row < channels)
+        # Every thread's moments are stored before one thread releases them with the arrival; after the acquire
+        # that sees the whole group, the barrier lets every thread read the others' moments.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(arrivals_ptr + index, 1, sem="acq_rel") + 1
+        while arrived < n_chunks:
+            arrived = tl.atomic_add(arrivals_ptr + index, 0, sem="acquire")
+        tl.debug_barrier()
+        sigma = _sigma_from_moments(moments, n_chunks, channels, pixels, SIGMA_FLOOR, BLOCK_C, BLOCK_P, BLOCK_T)
+        # Masked voxels hold x = μ = 0 and add nothing to D.
+        deviation = tl.sum(tl.abs(x.to(tl.float32) - mu[None, :, :]) * tl.div_rn(1.0, sigma)[None, :, None], axis=1)
+        smoothed = tl.where(deviation[:, None, :] < threshold, _rounded(mu, x.dtype)[None, :, :], x)
+        tl.store(out_ptr + index * out_stride_b + out_offsets, smoothed, mask=in_chunk)
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
-    """How the kernels cover the latents: whole videos per program (`per_video`, one launch) or (pixel tile, video)
-    programs (two launches). `tile_elements` bounds the x elements a program loads at once, `num_warps` its warps,
-    and `programs_per_sm` caps the per-video grid at that many programs per multiprocessor (None: one per video)."""
+    """How the kernels cover the latents (every way gives the same result):
 
-    per_video: bool
+    - "groups" (`_group_kernel`, one launch, x read once): a group of programs per video, each holding a pixel chunk
+      of all frames and channels, at most `tile_elements` elements (padded to powers of two), in registers. The grid
+      never exceeds `programs_per_sm` (default 1) programs per multiprocessor, so that all are resident together.
+    - "videos" (`_video_kernel`, one launch): whole videos per program, walked in tiles of `tile_elements`;
+      `programs_per_sm` caps the grid (None: one program per video).
+    - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video).
+
+    `num_warps` is the warps of each program."""
+
+    kind: str
     tile_elements: int = 4096
     num_warps: int = 4
     programs_per_sm: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _LAUNCHERS:
+            raise ValueError(f"kind must be one of {sorted(_LAUNCHERS)}, got {self.kind!r}")
 
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
     """Whole videos per program when there are enough videos to fill the chip, else pixel tiles; the fastest
     settings of a sweep on an H100 (benchmarks/bench_smoothing.py --sweep, figures in benchmarks/NOTES.md)."""
     if shape[0] >= _multiprocessors(device):
-        return LaunchConfig(per_video=True, tile_elements=4096, num_warps=4 if dtype.itemsize == 2 else 8)
-    return LaunchConfig(per_video=False, tile_elements=1024, num_warps=16)
+        return LaunchConfig("videos", tile_elements=4096, num_warps=4 if dtype.itemsize == 2 else 8)
+    return LaunchConfig("tiles", tile_elements=1024, num_warps=16)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
@@ -287,8 +380,7 @@ def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchCo
         return out
     x, stride_p = _with_flat_pixels(latents)
     config = config or default_config(tuple(latents.shape), latents.dtype, latents.device)
-    launch = _launch_per_video if config.per_video else _launch_tiled
-    launch(x, stride_p, out, float(threshold), config)
+    _LAUNCHERS[config.kind](x, stride_p, out, float(threshold), config)
     return out
 
 
@@ -322,6 +414,32 @@ def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, c
     _video_kernel[(programs,)](x, out, threshold, b, f, c, pixels, x.stride(0), x.stride(1), x.stride(2), stride_p,
                                *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c,
                                BLOCK_P=block_p, ONE_TILE=block_p >= pixels, num_warps=config.num_warps)
+
+
+def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
+    b, f, c, h, w = x.shape
+    pixels = h * w
+    block_f, block_c = triton.next_power_of_2(f), triton.next_power_of_2(c)
+    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, config.tile_elements // (block_f * block_c)))
+    n_chunks = triton.cdiv(pixels, block_p)
+    resident = (config.programs_per_sm or 1) * _multiprocessors(x.device) if x.is_cuda else 1
+    if n_chunks > resident:
+        where = f"{resident} can be resident" if x.is_cuda else "the interpreter runs one program at a time"
+        raise ValueError(
+            f"{config} splits each video of shape {tuple(x.shape[1:])} into {n_chunks} chunks, which must all run at "
+            f"once, but {where}: raise tile_elements or use another kind"
+        )
+    groups = min(b, resident // n_chunks)
+    moments = torch.empty((b, n_chunks, 2, c), dtype=torch.float32, device=x.device)
+    arrivals = torch.zeros(b, dtype=torch.int32, device=x.device)
+    _group_kernel[(groups * n_chunks,)](
+        x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, x.stride(0), x.stride(1), x.stride(2), stride_p,
+        *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
+        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)), num_warps=config.num_warps,
+    )
+
+
+_LAUNCHERS = {"groups": _launch_groups, "videos": _launch_per_video, "tiles": _launch_tiled}
 
 
 @functools.lru_cache

@@ -38,13 +38,17 @@ layouts = st.sampled_from(["contiguous", "frames_last", "sliced", "hw_transposed
 thresholds = st.sampled_from([0.0, 2.0, 1e30]) | st.floats(0.0, 1.0).map(lambda q: ("quantile", q))
 half_dtypes = st.sampled_from([torch.float16, torch.bfloat16])
 # Every way of covering the latents: pixel tiles (two launches); whole videos in one tile or in several, with one
-# program per video or fewer programs looping over videos; small tiles split frames into chunks.
+# program per video or fewer programs looping over videos; small tiles split frames into chunks; groups of programs
+# holding a video in registers.
 CONFIGS = [
-    LaunchConfig(per_video=False),
-    LaunchConfig(per_video=False, tile_elements=64),
-    LaunchConfig(per_video=True, tile_elements=8192),
-    LaunchConfig(per_video=True, tile_elements=64, programs_per_sm=1),
-    LaunchConfig(per_video=True, tile_elements=256, programs_per_sm=2),
+    LaunchConfig("tiles"),
+    LaunchConfig("tiles", tile_elements=64),
+    LaunchConfig("videos", tile_elements=8192),
+    LaunchConfig("videos", tile_elements=64, programs_per_sm=1),
+    LaunchConfig("videos", tile_elements=256, programs_per_sm=2),
+    # One chunk per video in the interpreter, which runs programs one after another; on a GPU, small chunks make
+    # groups of many programs that wait for each other.
+    LaunchConfig("groups", tile_elements=2**20 if DEVICE == "cpu" else 1024),
 ]
 configs = st.sampled_from(CONFIGS)
 
