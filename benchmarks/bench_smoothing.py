@@ -185,10 +185,11 @@ def sweep(configs: list[LaunchConfig]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sweep":
         sweep(
-            [LaunchConfig("tiles", tile, warps) for tile, warps in [(1024, 4), (1024, 16), (2048, 8)]]
-            + [LaunchConfig("videos", 4096, warps, programs) for warps in (4, 8, 16) for programs in (None, 1)]
+            [LaunchConfig("tiles", 1024, warps, None, frames) for warps in (4, 16) for frames in (4, 16)]
+            + [LaunchConfig("videos", 4096, warps, None, frames) for warps, frames in [(4, 1), (4, 2), (4, 4), (8, 2),
+                                                                                       (8, 4), (16, 4)]]
             + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192, 16384)
-               for warps in (4, 8, 16) for programs in (1, 2)]
+               for warps in (tile // 2048, tile // 1024) for programs in (1, 4)]
         )
         return
     if not CUDA:

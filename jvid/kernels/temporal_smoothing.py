@@ -44,14 +44,14 @@ SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIG
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
-UNROLL = tl.constexpr(4)  # frames per loop iteration: their loads are independent, so all are in flight together
+_ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 
 
 # Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
 # leave the kernels unwrapped. `frames` and `pixels` are not specialised: a constexpr 1 could not be cast to float.
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
-def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, UNROLL: tl.constexpr):
     """μ over all frames for a (c, pixel) tile, given the tile's pointers at frame 0; zero outside `in_tile`.
 
     The tile stays two-dimensional, so the sum over frames stays in each thread's registers; UNROLL frames are loaded
@@ -81,13 +81,15 @@ def _moments_kernel(
     stride_p,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     tile = tl.program_id(0)
     video = tl.program_id(1).to(tl.int64)
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
-    mu = _frame_mean(x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+    mu = _frame_mean(x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P,
+                     UNROLL)
     count = tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32)
     tile_sum = tl.sum(mu, axis=1)
     centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
@@ -149,6 +151,7 @@ def _smoothing_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_T: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     tile = tl.program_id(0)
     # Videos in the reverse of the moments kernel's order: the last videos it read are the likeliest still in cache.
@@ -161,15 +164,16 @@ def _smoothing_kernel(
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
     x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
-    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
 
     out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
-    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile)
+    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, UNROLL)
 
 
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
-def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile):
+def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile,
+                       UNROLL: tl.constexpr):
     """Writes, frame by frame, μ where D = Σ_c |x − μ| / σ_c < threshold and x elsewhere, over a (c, pixel) tile.
 
     `mu` is (C, P) in float32, `sigma` (C, 1); pointers are the tile's at frame 0. Each term |x − μ| / σ_c is a
@@ -222,6 +226,7 @@ def _video_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     ONE_TILE: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     """Whole videos per program, in one launch: σ_c from μ tile by tile (Chan's merge), then the sweep per tile.
 
@@ -236,13 +241,13 @@ def _video_kernel(
         out_video = out_ptr + index * out_stride_b + c * out_stride_c
         if ONE_TILE:
             in_tile = (c < channels) & (p_idx < pixels)
-            mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+            mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
             mean = tl.div_rn(tl.sum(mu, axis=1), pixels.to(tl.float32))
             centred = tl.where(in_tile, mu - mean[:, None], 0.0)
             sigma = tl.sqrt_rn(tl.div_rn(tl.sum(centred * centred, axis=1), pixels.to(tl.float32)))
             sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
             _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu, sigma, threshold, frames, stride_f,
-                               out_stride_f, in_tile)
+                               out_stride_f, in_tile, UNROLL)
         else:
             count = 0.0
             mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -250,7 +255,7 @@ def _video_kernel(
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
-                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
                 n = tl.minimum(pixels - p0, BLOCK_P).to(tl.float32)
                 tile_mean = tl.div_rn(tl.sum(mu, axis=1), n)
                 centred = tl.where(in_tile, mu - tile_mean[:, None], 0.0)
@@ -265,12 +270,12 @@ def _video_kernel(
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
-                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P)
+                mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
                 _replace_near_mean(x_video + p * stride_p, out_video + p, mu, sigma, threshold, frames, stride_f,
-                                   out_stride_f, in_tile)
+                                   out_stride_f, in_tile, UNROLL)
 
 
-@triton.jit(do_not_specialize=["frames", "pixels"])
+@triton.jit(do_not_specialize=["frames", "pixels", "stride_p", "out_stride_p"])
 @no_type_check
 def _group_kernel(
     x_ptr,
@@ -290,17 +295,21 @@ def _group_kernel(
     out_stride_b,
     out_stride_f,
     out_stride_c,
+    out_stride_p,
     SIGMA_FLOOR: tl.constexpr,
     BLOCK_F: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_T: tl.constexpr,
+    ARRIVAL_STRIDE: tl.constexpr,
 ):
     """A group of n_chunks programs per video, one pixel chunk each, all frames and channels of it held in registers:
-    x is read from memory once. Each program publishes its chunk's moments and waits until the whole group has, then
+    x is read from memory once. The pixel strides are not specialised, so Triton does not vectorise along pixels: with
+    BLOCK_P / 32 warps each thread then holds whole pixels (every frame and channel), and the sums over frames (μ)
+    and channels (D) stay in its registers. Each program publishes its chunk's moments and waits until the whole group has, then
     merges them into σ_c and decides its voxels. Groups loop over videos; every program of the launch must be
     resident at once (the launcher sizes the grid so), since the programs of a group wait for each other.
-    `arrivals_ptr` counts each video's published chunks and must be zero at launch."""
+    `arrivals_ptr` counts each video's published chunks, at every ARRIVAL_STRIDE-th int32, and must be zero at launch."""
     group = tl.program_id(0) // n_chunks
     chunk = tl.program_id(0) % n_chunks
     groups = tl.num_programs(0) // n_chunks
@@ -310,7 +319,7 @@ def _group_kernel(
     p = p_row[None, None, :]
     in_chunk = (f < frames) & (c < channels) & (p < pixels)
     offsets = f * stride_f + c * stride_c + p * stride_p
-    out_offsets = f * out_stride_f + c * out_stride_c + p  # the output is contiguous over pixels
+    out_offsets = f * out_stride_f + c * out_stride_c + p * out_stride_p
     c_row = tl.arange(0, BLOCK_C)
     n = tl.minimum(pixels - chunk * BLOCK_P, BLOCK_P).to(tl.float32)
     for video in range(group, videos, groups):
@@ -325,10 +334,13 @@ def _group_kernel(
         tl.store(mine + channels, tl.sum(centred * centred, axis=1), mask=c_row < channels)
         # Every thread's moments are stored before one thread releases them with the arrival; after the acquire
         # that sees the whole group, the barrier lets every thread read the others' moments.
+        # The acquire that sees the whole group orders the moments' loads after their stores. Counters lie
+        # ARRIVAL_STRIDE apart, in cache lines of their own.
         tl.debug_barrier()
-        arrived = tl.atomic_add(arrivals_ptr + index, 1, sem="acq_rel") + 1
+        counter = arrivals_ptr + index * ARRIVAL_STRIDE
+        arrived = tl.atomic_add(counter, 1, sem="acq_rel") + 1
         while arrived < n_chunks:
-            arrived = tl.atomic_add(arrivals_ptr + index, 0, sem="acquire")
+            arrived = tl.atomic_add(counter, 0, sem="acquire")
         tl.debug_barrier()
         sigma = _sigma_from_moments(moments, n_chunks, channels, pixels, SIGMA_FLOOR, BLOCK_C, BLOCK_P, BLOCK_T)
         # Masked voxels hold x = μ = 0 and add nothing to D.
@@ -348,16 +360,20 @@ class LaunchConfig:
       `programs_per_sm` caps the grid (None: one program per video).
     - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video).
 
-    `num_warps` is the warps of each program."""
+    `num_warps` is the warps of each program; `frames_per_iteration` the frames whose loads the "videos" and "tiles"
+    kernels issue together in their frame loops (more loads in flight, more registers)."""
 
     kind: str
     tile_elements: int = 4096
     num_warps: int = 4
     programs_per_sm: int | None = None
+    frames_per_iteration: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in _LAUNCHERS:
             raise ValueError(f"kind must be one of {sorted(_LAUNCHERS)}, got {self.kind!r}")
+        if self.frames_per_iteration not in (1, 2, 4, 8, 16):
+            raise ValueError(f"frames_per_iteration must be 1, 2, 4, 8 or 16, got {self.frames_per_iteration!r}")
 
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
@@ -399,7 +415,8 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
     block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
     grid = (n_tiles, b)
     strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
-    blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "num_warps": config.num_warps}
+    blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration,
+              "num_warps": config.num_warps}
     moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
     _moments_kernel[grid](x, moments, f, c, pixels, n_tiles, *strides, **blocks)
     _smoothing_kernel[grid](x, out, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3],
@@ -413,7 +430,8 @@ def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, c
     programs = b if config.programs_per_sm is None else min(b, config.programs_per_sm * _multiprocessors(x.device))
     _video_kernel[(programs,)](x, out, threshold, b, f, c, pixels, x.stride(0), x.stride(1), x.stride(2), stride_p,
                                *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c,
-                               BLOCK_P=block_p, ONE_TILE=block_p >= pixels, num_warps=config.num_warps)
+                               BLOCK_P=block_p, ONE_TILE=block_p >= pixels, UNROLL=config.frames_per_iteration,
+                               num_warps=config.num_warps)
 
 
 def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
@@ -431,11 +449,12 @@ def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, conf
         )
     groups = min(b, resident // n_chunks)
     moments = torch.empty((b, n_chunks, 2, c), dtype=torch.float32, device=x.device)
-    arrivals = torch.zeros(b, dtype=torch.int32, device=x.device)
+    arrivals = torch.zeros(b * _ARRIVAL_STRIDE, dtype=torch.int32, device=x.device)
     _group_kernel[(groups * n_chunks,)](
         x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, x.stride(0), x.stride(1), x.stride(2), stride_p,
-        *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
-        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)), num_warps=config.num_warps,
+        *out.stride()[:3], 1, SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
+        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)), ARRIVAL_STRIDE=_ARRIVAL_STRIDE,
+        num_warps=config.num_warps,
     )
 
 
