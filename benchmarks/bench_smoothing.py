@@ -176,7 +176,8 @@ def sweep(configs: list[LaunchConfig]) -> None:
                 agree = torch.isclose(fn(x).float(), expected.float(), rtol=1e-2, atol=1e-5).float().mean()
                 timings.append((replay_ms(fn, x), config, float(agree)))
             timings.sort(key=lambda row: row[0])
-            print(f"{case_id(shape)} {case_id(dtype)}: eager {replay_ms(eager, x):.4f} ms (graph), floor {floor:.4f} ms; "
+            print(f"{case_id(shape)} {case_id(dtype)}: eager {replay_ms(eager, x):.4f} ms (graph), "
+                  f"floor {floor:.4f} ms; "
                   f"host µs per call: eager {host_us(eager, x):.0f}, fused {host_us(fused, x):.0f}")
             for ms, config, agree in timings[:5]:
                 print(f"    {ms:.4f} ms  {floor / ms:4.0%} of floor  agree {agree:.6f}  {config}")

@@ -4,22 +4,27 @@ Notation of the reference: for each video b, μ[c, p] is the mean of x over fram
 σ_c = max(std_p μ[c, p], SIGMA_FLOOR) (population std), D[f, p] = Σ_c |x[f, c, p] − μ[c, p]| / σ_c, and the whole
 c-vector at (f, p) becomes μ[:, p] where D < threshold.
 
-σ_c needs every pixel of μ before any voxel can be decided, so x is read twice. Two ways to cover the latents
-(`LaunchConfig`, chosen by `default_config`):
+σ_c needs every pixel of μ before any voxel can be decided. Three ways to cover the latents (`LaunchConfig`, chosen
+by `default_config`):
 
-- Whole videos per program, one launch (`_video_kernel`), when there are at least as many videos as multiprocessors:
-  a program sums its video over frames tile by tile for μ and σ_c (Chan's pairwise merge of the tiles' moments), then
-  sweeps the frames again to form D, choose μ or x and write. When a frame's (c, h, w) fits one tile, μ stays in
-  registers; the second read of the video follows the first closely enough to come from L2. Memory traffic: x read
-  once from memory, written once: the floor.
-- Pixel tiles, two launches, when there are few (large) videos: `_moments_kernel` writes each (tile, video)'s
-  per-channel Σ_p μ and Σ_p (μ − tile mean)², and `_smoothing_kernel` merges them into σ_c (law of total variance, no
-  cancellation), recomputes μ for its tile, and sweeps the frames. It takes the videos in the reverse order, so that
-  the last ones read are still in cache. x is read twice from memory at worst, plus 8·c bytes of moments per tile.
+- Groups (`_group_kernel`, one launch), for a few small videos: a group of programs per video, each holding a pixel
+  chunk of all frames and channels in registers. Each publishes its chunk's moments (Σ_p μ and Σ_p (μ − chunk
+  mean)²), waits on an arrival counter until its whole group has, merges them into σ_c and decides its voxels: x is
+  read from memory once. The programs of a group wait for each other, so the grid is sized to be resident at once.
+- Whole videos per program (`_video_kernel`, one launch), when there are at least as many videos as
+  multiprocessors: a program sums its video over frames tile by tile for μ and σ_c (Chan's pairwise merge of the
+  tiles' moments), then sweeps the frames again to form D, choose μ or x and write. When a frame's (c, h, w) fits one
+  tile, μ stays in registers. The second read comes partly from L2: on an H100, 1.55 reads of a 256-video bf16 batch
+  from memory, 2 in float32 (Nsight Compute, benchmarks/NOTES.md).
+- Pixel tiles, two launches, otherwise: `_moments_kernel` writes each (tile, video)'s moments, and
+  `_smoothing_kernel` merges them into σ_c, recomputes μ for its tile, and sweeps the frames. It takes the videos in
+  the reverse order, so that the last ones read are still in cache. x is read twice from memory at worst, plus 8·c
+  bytes of moments per tile.
 
-Tiles are (channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each
-thread's registers and several loads are in flight. The arithmetic is the reference's, in float32 for
-float16/bfloat16/float32 input; the summation orders differ and |x − μ| / σ_c is a product with 1 / σ_c, so D can
+Moments are merged by the law of total variance, which has no cancellation. The video and tile kernels' tiles are
+(channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each thread's
+registers and several loads are in flight. The arithmetic is the reference's, in float32 for float16/bfloat16/float32
+input; the summation orders differ and |x − μ| / σ_c is a product with 1 / σ_c, so D can
 differ from the reference's by a few float32 ulps and a voxel whose D lies that close to the threshold may be decided
 the other way. float64 is not supported (the reference handles it). Strided input is read in place when (h, w)
 flatten to one stride (any permutation of b, f, c is fine, expanded frames too); otherwise the launcher makes a
@@ -44,6 +49,7 @@ SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIG
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
+_GROUP_TILE = 2048  # elements a group program holds by default
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 
 
@@ -88,8 +94,8 @@ def _moments_kernel(
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
-    mu = _frame_mean(x_ptr + video * stride_b + c * stride_c + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P,
-                     UNROLL)
+    x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
+    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
     count = tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32)
     tile_sum = tl.sum(mu, axis=1)
     centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
@@ -275,7 +281,7 @@ def _video_kernel(
                                    out_stride_f, in_tile, UNROLL)
 
 
-@triton.jit(do_not_specialize=["frames", "pixels", "stride_p", "out_stride_p"])
+@triton.jit(do_not_specialize=["frames", "pixels"])
 @no_type_check
 def _group_kernel(
     x_ptr,
@@ -295,7 +301,6 @@ def _group_kernel(
     out_stride_b,
     out_stride_f,
     out_stride_c,
-    out_stride_p,
     SIGMA_FLOOR: tl.constexpr,
     BLOCK_F: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -304,12 +309,11 @@ def _group_kernel(
     ARRIVAL_STRIDE: tl.constexpr,
 ):
     """A group of n_chunks programs per video, one pixel chunk each, all frames and channels of it held in registers:
-    x is read from memory once. The pixel strides are not specialised, so Triton does not vectorise along pixels: with
-    BLOCK_P / 32 warps each thread then holds whole pixels (every frame and channel), and the sums over frames (μ)
-    and channels (D) stay in its registers. Each program publishes its chunk's moments and waits until the whole group has, then
+    x is read from memory once. Each program publishes its chunk's moments and waits until the whole group has, then
     merges them into σ_c and decides its voxels. Groups loop over videos; every program of the launch must be
     resident at once (the launcher sizes the grid so), since the programs of a group wait for each other.
-    `arrivals_ptr` counts each video's published chunks, at every ARRIVAL_STRIDE-th int32, and must be zero at launch."""
+    `arrivals_ptr` counts each video's published chunks, at every ARRIVAL_STRIDE-th int32, and must be zero at
+    launch."""
     group = tl.program_id(0) // n_chunks
     chunk = tl.program_id(0) % n_chunks
     groups = tl.num_programs(0) // n_chunks
@@ -319,7 +323,7 @@ def _group_kernel(
     p = p_row[None, None, :]
     in_chunk = (f < frames) & (c < channels) & (p < pixels)
     offsets = f * stride_f + c * stride_c + p * stride_p
-    out_offsets = f * out_stride_f + c * out_stride_c + p * out_stride_p
+    out_offsets = f * out_stride_f + c * out_stride_c + p  # the output is contiguous over pixels
     c_row = tl.arange(0, BLOCK_C)
     n = tl.minimum(pixels - chunk * BLOCK_P, BLOCK_P).to(tl.float32)
     for video in range(group, videos, groups):
@@ -327,7 +331,8 @@ def _group_kernel(
         x = tl.load(x_ptr + index * stride_b + offsets, mask=in_chunk, other=0.0)
         mu = tl.div_rn(tl.sum(x.to(tl.float32), axis=0), frames.to(tl.float32))  # (C, P); 0 outside the chunk
         chunk_sum = tl.sum(mu, axis=1)
-        centred = tl.where((c_row[:, None] < channels) & (p_row[None, :] < pixels), mu - tl.div_rn(chunk_sum, n)[:, None], 0.0)
+        in_mu = (c_row[:, None] < channels) & (p_row[None, :] < pixels)
+        centred = tl.where(in_mu, mu - tl.div_rn(chunk_sum, n)[:, None], 0.0)
         moments = moments_ptr + index * n_chunks * 2 * channels
         mine = moments + chunk * 2 * channels + c_row
         tl.store(mine, chunk_sum, mask=c_row < channels)
@@ -372,16 +377,32 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if self.kind not in _LAUNCHERS:
             raise ValueError(f"kind must be one of {sorted(_LAUNCHERS)}, got {self.kind!r}")
+        if isinstance(self.tile_elements, bool) or not isinstance(self.tile_elements, int) or self.tile_elements < 1:
+            raise ValueError(f"tile_elements must be a positive int, got {self.tile_elements!r}")
+        if self.num_warps not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"num_warps must be a power of two from 1 to 32, got {self.num_warps!r}")
+        if self.programs_per_sm is not None and (
+            isinstance(self.programs_per_sm, bool) or not isinstance(self.programs_per_sm, int) or self.programs_per_sm < 1
+        ):
+            raise ValueError(f"programs_per_sm must be None or a positive int, got {self.programs_per_sm!r}")
         if self.frames_per_iteration not in (1, 2, 4, 8, 16):
             raise ValueError(f"frames_per_iteration must be 1, 2, 4, 8 or 16, got {self.frames_per_iteration!r}")
 
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
-    """Whole videos per program when there are enough videos to fill the chip, else pixel tiles; the fastest
-    settings of a sweep on an H100 (benchmarks/bench_smoothing.py --sweep, figures in benchmarks/NOTES.md)."""
-    if shape[0] >= _multiprocessors(device):
-        return LaunchConfig("videos", tile_elements=4096, num_warps=4 if dtype.itemsize == 2 else 8)
-    return LaunchConfig("tiles", tile_elements=1024, num_warps=16)
+    """The fastest launch of an H100 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
+    benchmarks/NOTES.md): groups when one round of them covers the whole batch (a few small videos), whole videos per
+    program when there are enough videos to fill the chip, pixel tiles otherwise."""
+    b, f, c, h, w = shape
+    multiprocessors = _multiprocessors(device)
+    if device.type == "cuda" and b * _group_blocks(f, c, h * w, _GROUP_TILE)[3] <= multiprocessors:
+        return LaunchConfig("groups", _GROUP_TILE, num_warps=16)
+    if b >= multiprocessors:
+        if dtype.itemsize == 2 and c * h * w >= 4096:  # a frame fills the tile: fewer registers, more programs
+            return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
+        return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)
+    block_c, block_p = _blocks(c, h * w, 1024)
+    return LaunchConfig("tiles", 1024, num_warps=max(1, min(16, block_p // 16)), frames_per_iteration=16)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
@@ -434,12 +455,18 @@ def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, c
                                num_warps=config.num_warps)
 
 
+def _group_blocks(f: int, c: int, pixels: int, tile_elements: int) -> tuple[int, int, int, int]:
+    """(BLOCK_F, BLOCK_C, BLOCK_P, chunks per video) of the group kernel: all frames and channels, and as many pixels
+    as fit in `tile_elements` (at least _MIN_PIXELS)."""
+    block_f, block_c = triton.next_power_of_2(f), triton.next_power_of_2(c)
+    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, tile_elements // (block_f * block_c)))
+    return block_f, block_c, block_p, triton.cdiv(pixels, block_p)
+
+
 def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
     b, f, c, h, w = x.shape
     pixels = h * w
-    block_f, block_c = triton.next_power_of_2(f), triton.next_power_of_2(c)
-    block_p = min(triton.next_power_of_2(pixels), max(_MIN_PIXELS, config.tile_elements // (block_f * block_c)))
-    n_chunks = triton.cdiv(pixels, block_p)
+    block_f, block_c, block_p, n_chunks = _group_blocks(f, c, pixels, config.tile_elements)
     resident = (config.programs_per_sm or 1) * _multiprocessors(x.device) if x.is_cuda else 1
     if n_chunks > resident:
         where = f"{resident} can be resident" if x.is_cuda else "the interpreter runs one program at a time"
@@ -451,10 +478,10 @@ def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, conf
     moments = torch.empty((b, n_chunks, 2, c), dtype=torch.float32, device=x.device)
     arrivals = torch.zeros(b * _ARRIVAL_STRIDE, dtype=torch.int32, device=x.device)
     _group_kernel[(groups * n_chunks,)](
-        x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, x.stride(0), x.stride(1), x.stride(2), stride_p,
-        *out.stride()[:3], 1, SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
-        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)), ARRIVAL_STRIDE=_ARRIVAL_STRIDE,
-        num_warps=config.num_warps,
+        x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, *x.stride()[:3], stride_p, *out.stride()[:3],
+        SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
+        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)),
+        ARRIVAL_STRIDE=_ARRIVAL_STRIDE, num_warps=config.num_warps,
     )
 
 

@@ -42,10 +42,10 @@ half_dtypes = st.sampled_from([torch.float16, torch.bfloat16])
 # holding a video in registers.
 CONFIGS = [
     LaunchConfig("tiles"),
-    LaunchConfig("tiles", tile_elements=64),
+    LaunchConfig("tiles", tile_elements=64, frames_per_iteration=16),
     LaunchConfig("videos", tile_elements=8192),
-    LaunchConfig("videos", tile_elements=64, programs_per_sm=1),
-    LaunchConfig("videos", tile_elements=256, programs_per_sm=2),
+    LaunchConfig("videos", tile_elements=64, programs_per_sm=1, frames_per_iteration=2),
+    LaunchConfig("videos", tile_elements=256, programs_per_sm=2, frames_per_iteration=1),
     # One chunk per video in the interpreter, which runs programs one after another; on a GPU, small chunks make
     # groups of many programs that wait for each other.
     LaunchConfig("groups", tile_elements=2**20 if DEVICE == "cpu" else 1024),
@@ -249,6 +249,46 @@ def test_bad_latents_are_rejected_with_the_problem_named(latents, message):
 def test_bad_threshold_is_rejected(threshold):
     with pytest.raises(ValueError, match="threshold"):
         fused_temporal_smoothing(torch.zeros(1, 2, 3, 4, 5, device=DEVICE), threshold)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "rows"}, "kind must be one of"),
+        ({"kind": "tiles", "frames_per_iteration": 3}, "frames_per_iteration"),
+        ({"kind": "groups", "programs_per_sm": 0}, "programs_per_sm"),
+        ({"kind": "videos", "tile_elements": 0}, "tile_elements"),
+        ({"kind": "videos", "num_warps": 3}, "num_warps"),
+    ],
+)
+def test_bad_launch_config_is_rejected(fields, message):
+    with pytest.raises(ValueError, match=message):
+        LaunchConfig(**fields)
+
+
+def test_groups_that_cannot_all_be_resident_are_refused():
+    # 16 frames x 4 channels x 16 pixels a program: a 64x64 video needs 256 programs waiting for each other, more than
+    # the interpreter (one at a time) or a GPU of fewer than 256 multiprocessors runs at once.
+    x = random_latents((1, 16, 4, 64, 64), seed=0)
+    with pytest.raises(ValueError, match="256 chunks, which must all run at once"):
+        fused_temporal_smoothing(x, 2.0, LaunchConfig("groups", tile_elements=1024))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "expected"),
+    [
+        ((4, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("groups", 2048, num_warps=16)),  # 32 chunks x 4 videos
+        ((256, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)),
+        ((256, 16, 4, 32, 32), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)),
+        ((256, 16, 4, 8, 8), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)),
+        ((8, 16, 4, 64, 64), torch.bfloat16, LaunchConfig("tiles", 1024, num_warps=16, frames_per_iteration=16)),
+        ((16, 16, 16, 32, 32), torch.float32, LaunchConfig("tiles", 1024, num_warps=4, frames_per_iteration=16)),
+    ],
+    ids=str,
+)
+def test_default_launch_on_a_132_multiprocessor_gpu(shape, dtype, expected, monkeypatch):
+    monkeypatch.setattr(kernel_module, "_multiprocessors", lambda device: 132)
+    assert kernel_module.default_config(shape, dtype, torch.device("cuda")) == expected
 
 
 def test_empty_latents_give_an_empty_result():
