@@ -81,8 +81,10 @@ def main() -> None:
         chain_rows.append(bench_chain.measure(bench_chain.Setting(size=size), args.repeats, size in args.compile))
         print(bench_chain.table(chain_rows[-1:]), flush=True)
     sections += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(chain_rows)]
+    args.out.write_text("\n\n".join(sections) + "\n")  # written after each section, so a cut-off run keeps its tables
     sections += ["## Fused sampler step", STEP_NOTE, bench_step.table(bench_step.rows())]
     print(sections[-1], flush=True)
+    args.out.write_text("\n\n".join(sections) + "\n")
     sections += ["## Temporal latent smoothing", SMOOTHING_NOTE, bench_smoothing.table(bench_smoothing.rows())]
     print(sections[-1], flush=True)
     args.out.write_text("\n\n".join(sections) + "\n")
