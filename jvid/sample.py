@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from jvid._checks import finite_real
+from jvid._checks import finite_real, int_at_least
 from jvid.models.text import split_class_name, ucf101_prompt
 from jvid.noise import CorrelatedNoise
 from jvid.pipeline import JVIDPipeline
@@ -103,12 +103,12 @@ class SampleSettings:
         if self.ucf_class is not None:
             split_class_name(self.ucf_class)
         for name in ("num_frames", "steps", "batch"):
-            _check_int(name, getattr(self, name), minimum=1)
+            int_at_least(name, getattr(self, name), 1)
         for name in ("height", "width"):  # None: the pipeline's default size
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
+                int_at_least(name, getattr(self, name), 1)
         for name in ("seed", "first_index"):
-            _check_int(name, getattr(self, name), minimum=0)
+            int_at_least(name, getattr(self, name), 0)
         finite_real("guidance_scale", self.guidance_scale)
         if finite_real("gamma", self.gamma) < 0:
             raise ValueError(f"gamma (γ, sec. 3.5) scales the noise and must be >= 0, got {self.gamma!r}")
@@ -140,11 +140,6 @@ class SampleSettings:
             stored.update(prompt=None, ucf_class=None)
         models = ModelFolders(**{**stored.pop("models"), **changes.pop("models", {})})
         return cls(**{**stored, **changes, "models": models})
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _check_with(name: str, make: Callable[[Any], Any], value: Any) -> None:

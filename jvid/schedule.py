@@ -11,6 +11,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from jvid._checks import int_at_least
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 COMPATIBILITY_RTOL = 1e-6
 
@@ -130,5 +132,4 @@ class NoiseSchedule:
 
 
 def _check_count(num_train_timesteps: int) -> None:
-    if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 1:
-        raise ValueError(f"num_train_timesteps must be a positive int, got {num_train_timesteps!r}")
+    int_at_least("num_train_timesteps", num_train_timesteps, 1)

@@ -12,6 +12,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from jvid._checks import int_at_least
+
 PROMPT_PREFIXES = ("A human", "A person", "Someone")
 """The subjects that sec. 4.1 prepends at random to a split class name."""
 
@@ -60,8 +62,7 @@ class TextEncoder:
             raise TypeError(f"tokenizer must be a transformers CLIPTokenizer, got {type(tokenizer).__name__}")
         if not isinstance(text_encoder, CLIPTextModel):
             raise TypeError(f"text_encoder must be a transformers CLIPTextModel, got {type(text_encoder).__name__}")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be a non-negative int, got {cache_size!r}")
+        int_at_least("cache_size", cache_size, 0)
         self.tokenizer, self.text_encoder, self.cache_size = tokenizer, text_encoder.eval(), cache_size
         # Tokenizers saved without a length report a huge model_max_length; the position table caps it (77 for CLIP).
         self.max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
@@ -108,8 +109,7 @@ class TextEncoder:
 
     def unconditional(self, batch: int = 1) -> Float[Tensor, "b n d"]:
         """The empty prompt's embedding, repeated `batch` times: the paper's null condition ∅ (sec. 4.1)."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        int_at_least("batch", batch, 1)
         return self.encode([""] * batch)
 
     def clear_cache(self) -> None:

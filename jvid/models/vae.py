@@ -26,6 +26,7 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from jvid._checks import int_at_least
 from jvid.shapes import Latents
 
 GROUP_NORM_GROUPS = 32  # TemporalDecoder's group norms have a fixed 32 groups
@@ -42,8 +43,7 @@ class FrameVAE:
     def __init__(self, vae: AutoencoderKL, chunk_size: int = 16) -> None:
         if not isinstance(vae, AutoencoderKL):
             raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        int_at_least("chunk_size", chunk_size, 1)
         self.vae, self.chunk_size = vae, chunk_size
 
     @property
@@ -107,8 +107,7 @@ class VideoDecoder(ModelMixin, ConfigMixin):
         shift_factor: float | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or latent_channels < 1:
-            raise ValueError(f"latent_channels must be a positive int, got {latent_channels!r}")
+        int_at_least("latent_channels", latent_channels, 1)
         if not block_out_channels or any(c < 1 or c % GROUP_NORM_GROUPS for c in block_out_channels):
             raise ValueError(f"block_out_channels must be positive multiples of {GROUP_NORM_GROUPS} (the group norm "
                              f"size of diffusers' TemporalDecoder), got {tuple(block_out_channels)}")
