@@ -43,6 +43,8 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime import JITFunction
 
+from jvid._checks import int_at_least
+from jvid.kernels.rounding import round_to
 from jvid.shapes import Latents
 
 SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIGMA_FLOOR); a test keeps them equal
@@ -72,6 +74,33 @@ def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P
     return tl.div_rn(total, frames.to(tl.float32))
 
 
+@triton.jit
+@no_type_check
+def _tile_moments(mu, in_tile, count):
+    """(Σ_p μ, Σ_p (μ − tile mean)²) per channel of a (C, P) tile of μ, zero outside `in_tile`, over `count` pixels."""
+    tile_sum = tl.sum(mu, axis=1)
+    centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
+    return tile_sum, tl.sum(centred * centred, axis=1)
+
+
+@triton.jit
+@no_type_check
+def _store_moments(moments, tile_sum, tile_m2, channels, BLOCK_C: tl.constexpr):
+    """A tile's moments at `moments`: [0, c] = Σ_p μ, [1, c] = Σ_p (μ − tile mean)²."""
+    c = tl.arange(0, BLOCK_C)
+    tl.store(moments + c, tile_sum, mask=c < channels)
+    tl.store(moments + channels + c, tile_m2, mask=c < channels)
+
+
+@triton.jit(do_not_specialize=["pixels"])
+@no_type_check
+def _sigma(m2, pixels, SIGMA_FLOOR: tl.constexpr):
+    """σ_c = max(√(M2 / P), SIGMA_FLOOR); a NaN in the video stays NaN, as in torch's clamp_min, so that D is NaN and
+    the video is kept."""
+    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
+    return tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)
+
+
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
 def _moments_kernel(
@@ -96,14 +125,8 @@ def _moments_kernel(
     in_tile = (c < channels) & (p < pixels)
     x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
     mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
-    count = tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32)
-    tile_sum = tl.sum(mu, axis=1)
-    centred = tl.where(in_tile, mu - tl.div_rn(tile_sum, count)[:, None], 0.0)
-    # moments[video, tile, 0, c] = Σ_p μ, moments[video, tile, 1, c] = Σ_p (μ − tile mean)²
-    out = moments_ptr + (video * n_tiles + tile) * 2 * channels + tl.arange(0, BLOCK_C)
-    valid = tl.arange(0, BLOCK_C) < channels
-    tl.store(out, tile_sum, mask=valid)
-    tl.store(out + channels, tl.sum(centred * centred, axis=1), mask=valid)
+    tile_sum, tile_m2 = _tile_moments(mu, in_tile, tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32))
+    _store_moments(moments_ptr + (video * n_tiles + tile) * 2 * channels, tile_sum, tile_m2, channels, BLOCK_C)
 
 
 @triton.jit(do_not_specialize=["pixels"])
@@ -130,9 +153,7 @@ def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.cons
         tile_m2 = tl.load(moments + t * 2 * channels + channels + c_row, mask=ok, other=0.0, cache_modifier=".cg")
         spread = tl.div_rn(tile_sum, count) - mean
         m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
-    # A NaN in the video must stay NaN here, as in torch's clamp_min, so that D is NaN and the video is kept.
-    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
-    return tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)
+    return _sigma(m2, pixels, SIGMA_FLOOR)
 
 
 @triton.jit(do_not_specialize=["frames", "pixels"])
@@ -186,7 +207,7 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
     product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division.
     """
     inverse_sigma = tl.div_rn(1.0, sigma)
-    mu_out = _rounded(mu, x_tile.dtype.element_ty)
+    mu_out = round_to(mu, x_tile.dtype.element_ty)
     first = tl.zeros((1, 1), dtype=tl.int32)
     for f0 in range(0, frames, UNROLL):
         for u in tl.static_range(UNROLL):
@@ -197,18 +218,6 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
             deviation = tl.sum(tl.abs(x.to(tl.float32) - mu) * inverse_sigma, axis=0)  # D: (BLOCK_P,)
             smoothed = tl.where(deviation[None, :] < threshold, mu_out, x)
             tl.store(out_tile + f * out_stride_f, smoothed, mask=mask)
-
-
-@triton.jit
-@no_type_check
-def _rounded(value, dtype: tl.constexpr):
-    """float32 `value` rounded to nearest even in `dtype`, as compiled Triton and torch do; by hand for bfloat16,
-    which Triton's interpreter truncates."""
-    if dtype == tl.bfloat16:
-        bits = value.to(tl.uint32, bitcast=True)
-        bits += 0x7FFF + ((bits >> 16) & 1)
-        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    return value.to(dtype)
 
 
 @triton.jit(do_not_specialize=["frames", "pixels"])
@@ -248,10 +257,8 @@ def _video_kernel(
         if ONE_TILE:
             in_tile = (c < channels) & (p_idx < pixels)
             mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
-            mean = tl.div_rn(tl.sum(mu, axis=1), pixels.to(tl.float32))
-            centred = tl.where(in_tile, mu - mean[:, None], 0.0)
-            sigma = tl.sqrt_rn(tl.div_rn(tl.sum(centred * centred, axis=1), pixels.to(tl.float32)))
-            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
+            _, m2 = _tile_moments(mu, in_tile, pixels.to(tl.float32))
+            sigma = _sigma(m2, pixels, SIGMA_FLOOR)[:, None]
             _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu, sigma, threshold, frames, stride_f,
                                out_stride_f, in_tile, UNROLL)
         else:
@@ -263,16 +270,14 @@ def _video_kernel(
                 in_tile = (c < channels) & (p < pixels)
                 mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
                 n = tl.minimum(pixels - p0, BLOCK_P).to(tl.float32)
-                tile_mean = tl.div_rn(tl.sum(mu, axis=1), n)
-                centred = tl.where(in_tile, mu - tile_mean[:, None], 0.0)
+                tile_sum, tile_m2 = _tile_moments(mu, in_tile, n)
                 # Chan et al.'s pairwise update of (count, mean, M2) by the tile's (n, mean, M2).
-                delta = tile_mean - mean
+                delta = tl.div_rn(tile_sum, n) - mean
                 total = count + n
                 mean += delta * tl.div_rn(n, total)
-                m2 += tl.sum(centred * centred, axis=1) + delta * delta * tl.div_rn(count * n, total)
+                m2 += tile_m2 + delta * delta * tl.div_rn(count * n, total)
                 count = total
-            sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
-            sigma = tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)[:, None]
+            sigma = _sigma(m2, pixels, SIGMA_FLOOR)[:, None]
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
@@ -324,23 +329,18 @@ def _group_kernel(
     in_chunk = (f < frames) & (c < channels) & (p < pixels)
     offsets = f * stride_f + c * stride_c + p * stride_p
     out_offsets = f * out_stride_f + c * out_stride_c + p  # the output is contiguous over pixels
-    c_row = tl.arange(0, BLOCK_C)
+    in_mu = (tl.arange(0, BLOCK_C)[:, None] < channels) & (p_row[None, :] < pixels)
     n = tl.minimum(pixels - chunk * BLOCK_P, BLOCK_P).to(tl.float32)
     for video in range(group, videos, groups):
         index = tl.cast(video, tl.int64)  # a plain int in the interpreter
         x = tl.load(x_ptr + index * stride_b + offsets, mask=in_chunk, other=0.0)
         mu = tl.div_rn(tl.sum(x.to(tl.float32), axis=0), frames.to(tl.float32))  # (C, P); 0 outside the chunk
-        chunk_sum = tl.sum(mu, axis=1)
-        in_mu = (c_row[:, None] < channels) & (p_row[None, :] < pixels)
-        centred = tl.where(in_mu, mu - tl.div_rn(chunk_sum, n)[:, None], 0.0)
+        chunk_sum, chunk_m2 = _tile_moments(mu, in_mu, n)
         moments = moments_ptr + index * n_chunks * 2 * channels
-        mine = moments + chunk * 2 * channels + c_row
-        tl.store(mine, chunk_sum, mask=c_row < channels)
-        tl.store(mine + channels, tl.sum(centred * centred, axis=1), mask=c_row < channels)
-        # Every thread's moments are stored before one thread releases them with the arrival; after the acquire
-        # that sees the whole group, the barrier lets every thread read the others' moments.
-        # The acquire that sees the whole group orders the moments' loads after their stores. Counters lie
-        # ARRIVAL_STRIDE apart, in cache lines of their own.
+        _store_moments(moments + chunk * 2 * channels, chunk_sum, chunk_m2, channels, BLOCK_C)
+        # Every thread's moments are stored before one thread releases them with its arrival; the acquire that sees
+        # the whole group orders the moments' loads after their stores, and the barrier after it lets every thread
+        # read them. Counters lie ARRIVAL_STRIDE apart, in cache lines of their own.
         tl.debug_barrier()
         counter = arrivals_ptr + index * ARRIVAL_STRIDE
         arrived = tl.atomic_add(counter, 1, sem="acq_rel") + 1
@@ -350,7 +350,7 @@ def _group_kernel(
         sigma = _sigma_from_moments(moments, n_chunks, channels, pixels, SIGMA_FLOOR, BLOCK_C, BLOCK_P, BLOCK_T)
         # Masked voxels hold x = μ = 0 and add nothing to D.
         deviation = tl.sum(tl.abs(x.to(tl.float32) - mu[None, :, :]) * tl.div_rn(1.0, sigma)[None, :, None], axis=1)
-        smoothed = tl.where(deviation[:, None, :] < threshold, _rounded(mu, x.dtype)[None, :, :], x)
+        smoothed = tl.where(deviation[:, None, :] < threshold, round_to(mu, x.dtype)[None, :, :], x)
         tl.store(out_ptr + index * out_stride_b + out_offsets, smoothed, mask=in_chunk)
 
 
@@ -377,14 +377,11 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if self.kind not in _LAUNCHERS:
             raise ValueError(f"kind must be one of {sorted(_LAUNCHERS)}, got {self.kind!r}")
-        if isinstance(self.tile_elements, bool) or not isinstance(self.tile_elements, int) or self.tile_elements < 1:
-            raise ValueError(f"tile_elements must be a positive int, got {self.tile_elements!r}")
+        int_at_least("tile_elements", self.tile_elements, 1)
         if self.num_warps not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"num_warps must be a power of two from 1 to 32, got {self.num_warps!r}")
-        if self.programs_per_sm is not None and (
-            isinstance(self.programs_per_sm, bool) or not isinstance(self.programs_per_sm, int) or self.programs_per_sm < 1
-        ):
-            raise ValueError(f"programs_per_sm must be None or a positive int, got {self.programs_per_sm!r}")
+        if self.programs_per_sm is not None:
+            int_at_least("programs_per_sm", self.programs_per_sm, 1)
         if self.frames_per_iteration not in (1, 2, 4, 8, 16):
             raise ValueError(f"frames_per_iteration must be 1, 2, 4, 8 or 16, got {self.frames_per_iteration!r}")
 
@@ -401,7 +398,7 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
         if dtype.itemsize == 2 and c * h * w >= 4096:  # a frame fills the tile: fewer registers, more programs
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)
-    block_c, block_p = _blocks(c, h * w, 1024)
+    _, block_p = _blocks(c, h * w, 1024)
     return LaunchConfig("tiles", 1024, num_warps=max(1, min(16, block_p // 16)), frames_per_iteration=16)
 
 
