@@ -47,11 +47,11 @@ class TemporalLatentSmoother:
     def __call__(self, latents: Tensor) -> Latents:
         """Smooths `latents`: CUDA float32/16/bf16 latents take the fused Triton kernel, all others the reference."""
         _check_latents(latents)
-        fused = latents.is_cuda and latents.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        if fused and importlib.util.find_spec("triton") is not None:  # Triton ships with Linux builds of torch only
-            from jvid.kernels import fused_temporal_smoothing
+        if latents.is_cuda and importlib.util.find_spec("triton") is not None:  # Triton: Linux builds of torch only
+            from jvid.kernels import SUPPORTED_DTYPES, fused_temporal_smoothing
 
-            return fused_temporal_smoothing(latents, self.threshold)
+            if latents.dtype in SUPPORTED_DTYPES:
+                return fused_temporal_smoothing(latents, self.threshold)
         return temporal_latent_smoothing(latents, self.threshold)
 
     def __repr__(self) -> str:
