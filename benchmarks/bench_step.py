@@ -29,7 +29,14 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
-from bench_smoothing import copy_bandwidth, device_ms, host_us, replay_ms
+from bench_smoothing import (  # noqa: F401 (unchecked: the autouse fixture, active here once imported)
+    case_id,
+    copy_bandwidth,
+    device_ms,
+    host_us,
+    replay_ms,
+    unchecked,
+)
 from diffusers import DDPMScheduler
 
 from jvid.noise import CorrelatedNoise, NoiseDraw
@@ -138,20 +145,6 @@ def cases() -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     if not CUDA:
         return [(name, CPU_SIZE, torch.float32) for name in names]
     return [(name, shape, dtype) for shape in SIZES for dtype in DTYPES for name in names]
-
-
-def case_id(value) -> str:
-    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value).replace("torch.", "")
-
-
-@pytest.fixture(autouse=True)
-def unchecked():
-    """Times jvid as users run it, without the test run's jaxtyping/beartype annotation checks."""
-    import jaxtyping
-
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
 
 
 @pytest.mark.parametrize(("name", "shape", "dtype"), cases(), ids=case_id)

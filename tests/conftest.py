@@ -64,6 +64,19 @@ __all__ = ["FunctionDenoiser", "gaussian_eps", "math", "relative_error", "smooth
 
 
 @pytest.fixture
+def kernel_can_run():
+    """Fails with the fix when the Triton kernels were compiled for CUDA but no CUDA device is here."""
+    from jvid.kernels import is_interpreted
+
+    if not is_interpreted() and not torch.cuda.is_available():
+        pytest.fail(
+            "the Triton kernels were compiled for CUDA, but there is no CUDA device: run the tests as "
+            "`TRITON_INTERPRET=1 python -m pytest` (the variable must be set before Triton is imported)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
 def unchecked():
     """Runs a test as users run jvid, without the test run's annotation checks, to reach jvid's own errors."""
     import jaxtyping

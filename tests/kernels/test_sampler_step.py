@@ -31,21 +31,12 @@ from jvid.kernels import sampler_step as kernel_module
 from jvid.samplers.step import sampler_step_reference
 
 DEVICE = "cpu" if is_interpreted() else "cuda"
+pytestmark = pytest.mark.usefixtures("kernel_can_run")
 
 steps = st.fixed_dictionaries(
     dict(guidance_scale=guidance_scales, shared_ratio=ratios, noise=st.booleans(), solver=solvers, index=step_indices,
          seed=seeds)
 )
-
-
-@pytest.fixture(autouse=True)
-def kernel_can_run():
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.fail(
-            "the Triton kernels were compiled for CUDA, but there is no CUDA device: run the tests as "
-            "`TRITON_INTERPRET=1 python -m pytest` (the variable must be set before Triton is imported)",
-            pytrace=False,
-        )
 
 
 def case_on_device(shape, dtype, **step):

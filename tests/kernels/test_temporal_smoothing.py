@@ -20,6 +20,7 @@ from jvid.postproc import TemporalLatentSmoother, temporal_latent_smoothing
 from jvid.postproc import smoothing as reference_module
 
 DEVICE = "cpu" if is_interpreted() else "cuda"
+pytestmark = pytest.mark.usefixtures("kernel_can_run")
 
 # The kernel computes D in float32 with another summation order than the reference, so the two D differ by a few
 # float32 ulps relative to the terms |x − μ| / σ_c: voxels whose float64 D lies within TIE_MARGIN·threshold of the
@@ -51,16 +52,6 @@ CONFIGS = [
     LaunchConfig("groups", tile_elements=2**20 if DEVICE == "cpu" else 1024),
 ]
 configs = st.sampled_from(CONFIGS)
-
-
-@pytest.fixture(autouse=True)
-def kernel_can_run():
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.fail(
-            "the Triton kernels were compiled for CUDA, but there is no CUDA device: run the tests as "
-            "`TRITON_INTERPRET=1 python -m pytest` (the variable must be set before Triton is imported)",
-            pytrace=False,
-        )
 
 
 def random_latents(shape, seed, dtype=torch.float32, layout="contiguous", offset=0.0) -> torch.Tensor:

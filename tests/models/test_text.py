@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
-from tiny_components import WORDS, tiny_clip, tiny_tokenizer
+from tiny_components import tiny_clip, tiny_tokenizer
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jvid.models import TextEncoder, ucf101_prompt
