@@ -1,12 +1,12 @@
-"""Where a guided network call of the chain spends device time, and what layout and compilation options buy.
+"""Where a guided network call of the chain spends device time, and what text sharing, layouts and compilation buy.
 
     python benchmarks/profile_networks.py --sizes 8 32               # kernel breakdown and variant timings
     python benchmarks/profile_networks.py --sizes 8 --compile        # also torch.compile (minutes per network)
 
 For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
-guided call replayed from a CUDA graph for each variant (NCHW, channels-last, fused QKV projections, optionally
-torch.compile), and the
-eager call's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
+guided call replayed from a CUDA graph for each variant (cross-attention per frame, as the network alone computes
+it; text shared across frames, jvid's default; optionally torch.compile of the latter; channels-last weights), and
+each variant's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
 """
 
 from __future__ import annotations
@@ -70,45 +70,37 @@ def main() -> None:
     for size in args.sizes:
         chains = Chains(Setting(size=size))
         t = torch.tensor([chains.timesteps[0]], device="cuda")
+        shared = list(chains.denoisers)
+        per_frame = [type(d)(d.model, d.schedule, share_text=False) for d in shared]
+
+        def report(variant: str, top: int) -> None:
+            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+                call = chains._network_call(k)
+                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms ({variant})", flush=True)
+                print(kernel_table(call, t, top), flush=True)
+
         with torch.no_grad():
-            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                call = chains._network_call(k)
-                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (NCHW)", flush=True)
-                print(kernel_table(call, t, args.top), flush=True)
-            torch.backends.cudnn.benchmark = True
-            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                call = chains._network_call(k)
-                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (cudnn.benchmark)", flush=True)
-            for net in (chains.video_net, chains.image_net):
-                channels_last(net)
-            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                call = chains._network_call(k)
-                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (channels-last, "
-                      f"cudnn.benchmark)", flush=True)
-                print(kernel_table(call, t, 6), flush=True)
-            for net in (chains.video_net, chains.image_net):
-                net.fuse_qkv_projections()
-            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                call = chains._network_call(k)
-                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (channels-last, "
-                      f"cudnn.benchmark, fused QKV)", flush=True)
+            chains.denoisers[:] = per_frame
+            report("text attended per frame", args.top)
+            chains.denoisers[:] = shared
+            report("text shared across frames", args.top)
             if args.compile:
                 for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                    denoiser = chains.denoisers[k]
-                    compiled = torch.compile(denoiser.__call__, dynamic=False)
-                    chains.denoisers[k] = compiled
+                    chains.denoisers[k] = torch.compile(shared[k].__call__, dynamic=False)
                     call = chains._network_call(k)
                     start = time.perf_counter()
                     call(t)
                     torch.cuda.synchronize()
                     seconds = time.perf_counter() - start
-                    print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (compiled; "
+                    print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (text shared, compiled; "
                           f"compile {seconds:.0f} s)", flush=True)
-                    print(kernel_table(call, t, 6), flush=True)
-                    chains.denoisers[k] = denoiser
+                    print(kernel_table(call, t, args.top), flush=True)
+                    chains.denoisers[k] = shared[k]
+            for net in (chains.video_net, chains.image_net):
+                channels_last(net)
+            report("text shared, channels-last weights", 6)
         del chains
         torch.cuda.empty_cache()
-
 
 if __name__ == "__main__":
     main()

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from diffusers import UNetMotionModel
+from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel
 from einops import rearrange, repeat
 from torch import Tensor
 
+from jvid.models.attention import share_text_across_frames
 from jvid.schedule import NoiseSchedule
 from jvid.shapes import Latents, Timesteps
 
@@ -28,24 +29,42 @@ class Denoiser(Protocol):
     def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents: ...
 
 
+# diffusers networks whose attention layers see the text repeated per frame, sample-major, behind jvid's adapters.
+_SHARES_TEXT = (UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel)
+
+
 class _NetworkDenoiser:
     """Calls `model(sample, timestep, encoder_hidden_states=cond)` in the network's layout and maps ε back.
 
     Subclasses name the network's layout as einops axes over jvid's `b f c h w`, and say how per-sample inputs
     (t and cond) follow that layout.
+
+    With `share_text`, the network's cross-attention layers compute keys and values once per video rather than
+    once per frame (`jvid.models.attention`; same ε up to summation order): on by default for diffusers'
+    UNet2DConditionModel, UNet3DConditionModel and UNetMotionModel, whose attention processors it wraps. Pass
+    True for another diffusers network only if its cross-attention layers see hidden states and text batched
+    `(b·f, ...)`, sample-major.
     """
 
     network_layout: ClassVar[str]
     model: Callable[..., Any]
     schedule: NoiseSchedule
 
-    def __init__(self, model: Any, schedule: Any) -> None:
+    def __init__(self, model: Any, schedule: Any, *, share_text: bool | None = None) -> None:
         if not callable(model):
             raise TypeError(f"model must be callable as model(sample, timestep, encoder_hidden_states=cond), "
                             f"got {type(model).__name__}")
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        if share_text is not None and not isinstance(share_text, bool):
+            raise TypeError(f"share_text must be True, False or None (automatic), got {share_text!r}")
         self.model, self.schedule = model, schedule
+        self.share_text = isinstance(model, _SHARES_TEXT) if share_text is None else share_text
+        if self.share_text:
+            self.share_text = share_text_across_frames(model) > 0
+            if share_text and not self.share_text:
+                raise ValueError(f"share_text=True, but {type(model).__name__} has no cross-attention layer with "
+                                 f"diffusers' standard processor to share text in")
 
     def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents:
         """ε for latents x at training timesteps t, from one network call."""
@@ -55,7 +74,8 @@ class _NetworkDenoiser:
         sample = _cast(rearrange(x, f"{CANONICAL_LAYOUT} -> {self.network_layout}"), dtype)
         timestep = self._per_sample(t, batch, frames)
         cond = _cast(self._per_sample_cond(cond, batch, frames), dtype)
-        out = self.model(sample, timestep, encoder_hidden_states=cond)
+        extra = {"cross_attention_kwargs": {"frames": frames}} if self.share_text else {}
+        out = self.model(sample, timestep, encoder_hidden_states=cond, **extra)
         eps = getattr(out, "sample", out)
         if not isinstance(eps, Tensor):
             raise TypeError(f"{type(self.model).__name__} returned {type(eps).__name__}; expected a tensor or an "
@@ -83,8 +103,9 @@ class VideoDenoiser(_NetworkDenoiser):
 
     network_layout = "b c f h w"
 
-    def __init__(self, model: Any, schedule: Any, *, text_per_frame: bool | None = None) -> None:
-        super().__init__(model, schedule)
+    def __init__(self, model: Any, schedule: Any, *, text_per_frame: bool | None = None,
+                 share_text: bool | None = None) -> None:
+        super().__init__(model, schedule, share_text=share_text)
         self.text_per_frame = isinstance(model, UNetMotionModel) if text_per_frame is None else text_per_frame
 
     def _per_sample_cond(self, cond: Any, batch: int, frames: int) -> Any:
