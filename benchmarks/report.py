@@ -2,15 +2,20 @@
 
     python benchmarks/report.py                      # all sections, writes BENCHMARKS.md at the project root
     python benchmarks/report.py --sizes 8 --out /tmp/B.md
+    python benchmarks/report.py --sizes 8 16 --compile 8 16 --sections chain
+    python benchmarks/report.py --sizes 32 --compile 32 --append   # more rows and sections, in a later run
 
 Sections: the end-to-end chain at each latent size (bench_chain), the fused sampler step (bench_step), the temporal
-smoothing kernel (bench_smoothing). Needs a CUDA device.
+smoothing kernel (bench_smoothing). With --append, a run on the same device adds its chain rows and sections to an
+existing report (whose header then lists both commands): compiling networks at several sizes takes longer than some
+machines allow one command. Needs a CUDA device.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import shlex
 import sys
@@ -29,10 +34,11 @@ import bench_step  # noqa: E402
 def header(command: str) -> str:
     import diffusers
 
+    memory = torch.cuda.get_device_properties(0).total_memory / 2**30
     return "\n".join([
         "# Benchmarks",
         "",
-        f"- device: {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)",
+        f"- device: {torch.cuda.get_device_name()} ({memory:.0f} GiB)",
         f"- date: {datetime.date.today().isoformat()}",
         f"- software: torch {torch.__version__}, Triton {triton.__version__}, diffusers {diffusers.__version__}, "
         f"Python {platform.python_version()}",
@@ -47,8 +53,10 @@ Setting: Table-1 LVDM (3-D UNet) and LIDM (2-D UNet) at width 256 in bf16, 4 vid
 batched (8 in a network batch), 16 frames, 50 DDPM steps alternating the two models, 77 x 768 conditioning. Times are
 medians of whole chains (wall clock, device synchronised). Speed-up: plain loop over graphed. Overheads: chain over
 the bare network calls of the same plan, eagerly for the eager sampler and replayed from graphs for the graphed one.
-TFLOP/s: model FLOPs (FlopCounterMode) of the chain over the graphed chain's time; "of bf16 rate" sets that against the
-measured matrix rate above. Graphed vs eager: relative L2 distance of the final latents."""
+Chain TFLOP: model FLOPs (FlopCounterMode) of the chain as jvid runs it, cross-attention keys and values once per
+video (`jvid.models.attention`), and in brackets as the networks alone run it, once per frame. TFLOP/s: jvid's chain
+FLOPs over the graphed chain's time; "of bf16 rate" sets that against the measured matrix rate above. Graphed vs
+eager: relative L2 distance of the final latents."""
 
 STEP_NOTE = """\
 One sampler step under classifier-free guidance: the guidance combine, the DDPM update and correlated noise with γ.
@@ -64,32 +72,79 @@ where it is longer than the flush; "(graph)": device time per call replayed from
 bandwidth. Host µs: Python-side cost per call."""
 
 
+SECTIONS = ("chain", "step", "smoothing")
+_STATE = "<!-- report state: {} -->"  # the measured chain rows, so that a later --append run can extend the table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(bench_chain.GPU_SIZES))
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(bench_chain.GPU_SIZES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", type=int, nargs="*", default=[], metavar="SIZE",
                         help="latent sizes at which to time torch.compile'd networks too (minutes each)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--append", action="store_true", help="extend the report at --out from an earlier run")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "BENCHMARKS.md")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/report.py measures a GPU: no CUDA device here")
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/report.py", *sys.argv[1:]])
-    sections = [header(command)]
-    chain_rows = []
-    for size in args.sizes:
-        chain_rows.append(bench_chain.measure(bench_chain.Setting(size=size), args.repeats, size in args.compile))
-        print(bench_chain.table(chain_rows[-1:]), flush=True)
-    sections += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(chain_rows)]
-    args.out.write_text("\n\n".join(sections) + "\n")  # written after each section, so a cut-off run keeps its tables
-    sections += ["## Fused sampler step", STEP_NOTE, bench_step.table(bench_step.rows())]
-    print(sections[-1], flush=True)
-    args.out.write_text("\n\n".join(sections) + "\n")
-    sections += ["## Temporal latent smoothing", SMOOTHING_NOTE, bench_smoothing.table(bench_smoothing.rows())]
-    print(sections[-1], flush=True)
-    args.out.write_text("\n\n".join(sections) + "\n")
+    report = Report.load(args.out, command) if args.append else Report(header(command))
+    if "chain" in args.sections:
+        for size in args.sizes:
+            report.chain_rows.append(bench_chain.measure(bench_chain.Setting(size=size), args.repeats,
+                                                         size in args.compile))
+            print(bench_chain.table(report.chain_rows[-1:]), flush=True)
+            report.write(args.out)  # after each measurement, so a cut-off run keeps its tables
+    if "step" in args.sections:
+        report.sections["step"] = bench_step.table(bench_step.rows())
+        print(report.sections["step"], flush=True)
+        report.write(args.out)
+    if "smoothing" in args.sections:
+        report.sections["smoothing"] = bench_smoothing.table(bench_smoothing.rows())
+        print(report.sections["smoothing"], flush=True)
+        report.write(args.out)
     print(f"wrote {args.out}")
 
+
+class Report:
+    """BENCHMARKS.md's parts: the header, the chain rows, and the step and smoothing tables."""
+
+    TITLES = {"step": ("## Fused sampler step", STEP_NOTE), "smoothing": ("## Temporal latent smoothing",
+                                                                         SMOOTHING_NOTE)}
+
+    def __init__(self, header: str) -> None:
+        self.header, self.chain_rows, self.sections = header, [], {}
+
+    @classmethod
+    def load(cls, path: Path, command: str) -> Report:
+        """The report an earlier run wrote at `path`, its header extended by `command`; from this device only."""
+        if not path.exists():
+            raise SystemExit(f"--append extends an existing report, but {path} does not exist")
+        text = path.read_text()
+        marker = _STATE.split("{}")[0]
+        if marker not in text:
+            raise SystemExit(f"{path} has no report state to extend (not written by this version of report.py)")
+        state = json.loads(text[text.index(marker) + len(marker):].split(" -->")[0])
+        device = torch.cuda.get_device_name()
+        if state["device"] != device:
+            raise SystemExit(f"{path} was measured on {state['device']}; this run is on {device}, so their tables "
+                             f"would not compare")
+        report = cls(state["header"] + f"\n- and then: `{command}` ({datetime.date.today().isoformat()})")
+        report.chain_rows, report.sections = state["chain_rows"], state["sections"]
+        return report
+
+    def write(self, path: Path) -> None:
+        parts = [self.header]
+        if self.chain_rows:
+            parts += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(self.chain_rows)]
+        for name in ("step", "smoothing"):
+            if name in self.sections:
+                parts += [*self.TITLES[name], self.sections[name]]
+        state = {"device": torch.cuda.get_device_name(), "header": self.header, "chain_rows": self.chain_rows,
+                 "sections": self.sections}
+        parts.append(_STATE.format(json.dumps(state)))
+        path.write_text("\n\n".join(parts) + "\n")
 
 if __name__ == "__main__":
     main()
