@@ -204,16 +204,15 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
     """Writes, frame by frame, μ where D = Σ_c |x − μ| / σ_c < threshold and x elsewhere, over a (c, pixel) tile.
 
     `mu` is (C, P) in float32, `sigma` (C, 1); pointers are the tile's at frame 0. Each term |x − μ| / σ_c is a
-    product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division. Frames
-    are walked last to first: callers have just read them first to last for μ, so the latest are likeliest in cache.
+    product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division.
     """
     inverse_sigma = tl.div_rn(1.0, sigma)
     mu_out = round_to(mu, x_tile.dtype.element_ty)
-    last = tl.full((1, 1), frames - 1, dtype=tl.int32)
+    first = tl.zeros((1, 1), dtype=tl.int32)
     for f0 in range(0, frames, UNROLL):
         for u in tl.static_range(UNROLL):
-            f = last - f0 - u
-            mask = in_tile & (f >= 0)
+            f = first + f0 + u
+            mask = in_tile & (f < frames)
             x = tl.load(x_tile + f * stride_f, mask=mask, other=0.0)
             # Masked channels hold x = μ = 0 and add nothing to D.
             deviation = tl.sum(tl.abs(x.to(tl.float32) - mu) * inverse_sigma, axis=0)  # D: (BLOCK_P,)
