@@ -137,7 +137,8 @@ class Report:
     def write(self, path: Path) -> None:
         parts = [self.header]
         if self.chain_rows:
-            parts += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(self.chain_rows)]
+            rows = sorted(self.chain_rows, key=lambda row: row["size"])
+            parts += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(rows)]
         for name in ("step", "smoothing"):
             if name in self.sections:
                 parts += [*self.TITLES[name], self.sections[name]]
