@@ -143,11 +143,18 @@ class Chains:
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         return rearrange(x, "b c f h w -> b f c h w")
 
-    def _network_call(self, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """One guided call of network k at training timestep t (a 1-element tensor), as the chain makes it."""
+    def _network_call(self, k: int, denoiser: Callable | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """One guided call of network k (or of `denoiser` in its place) at training timestep t (a 1-element tensor),
+        as the chain makes it."""
         context = guidance_context(self.cond, self.uncond, len(self.x_T))
         x = self.x_T.clone()
-        return lambda t: paired_eps(self.denoisers[k], x, t.expand(len(x)), context)
+        denoiser = self.denoisers[k] if denoiser is None else denoiser
+        return lambda t: paired_eps(denoiser, x, t.expand(len(x)), context)
+
+    def per_frame_text(self, k: int) -> VideoDenoiser | ImageDenoiser:
+        """Denoiser k attending to the text once per frame, as its network alone does (`share_text=False`)."""
+        denoiser = self.denoisers[k]
+        return type(denoiser)(denoiser.model, denoiser.schedule, share_text=False)
 
     @torch.no_grad()
     def bare_eager(self) -> None:
@@ -180,15 +187,11 @@ class Chains:
         """Model FLOPs of the whole chain: one guided call of each network, counted, times its steps in the plan.
         Without `share_text`, as the networks compute cross-attention alone: once per frame."""
         t = torch.tensor([self.timesteps[0]], device=DEVICE)
-        denoisers = list(self.denoisers)
-        if not share_text:
-            self.denoisers[:] = [type(d)(d.model, d.schedule, share_text=False) for d in denoisers]
         per_network = []
         for k in range(2):
             with FlopCounterMode(display=False) as counter:
-                self._network_call(k)(t)
+                self._network_call(k, None if share_text else self.per_frame_text(k))(t)
             per_network.append(counter.get_total_flops())
-        self.denoisers[:] = denoisers
         return sum(per_network[k] for k in self.plan)
 
 

@@ -70,37 +70,34 @@ def main() -> None:
     for size in args.sizes:
         chains = Chains(Setting(size=size))
         t = torch.tensor([chains.timesteps[0]], device="cuda")
-        shared = list(chains.denoisers)
-        per_frame = [type(d)(d.model, d.schedule, share_text=False) for d in shared]
-
-        def report(variant: str, top: int) -> None:
-            for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                call = chains._network_call(k)
-                print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms ({variant})", flush=True)
-                print(kernel_table(call, t, top), flush=True)
-
         with torch.no_grad():
-            chains.denoisers[:] = per_frame
-            report("text attended per frame", args.top)
-            chains.denoisers[:] = shared
-            report("text shared across frames", args.top)
+            report(chains, t, "text attended per frame", args.top, [chains.per_frame_text(k) for k in range(2)])
+            report(chains, t, "text shared across frames", args.top, chains.denoisers)
             if args.compile:
-                for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
-                    chains.denoisers[k] = torch.compile(shared[k].__call__, dynamic=False)
-                    call = chains._network_call(k)
-                    start = time.perf_counter()
-                    call(t)
-                    torch.cuda.synchronize()
-                    seconds = time.perf_counter() - start
-                    print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms (text shared, compiled; "
-                          f"compile {seconds:.0f} s)", flush=True)
-                    print(kernel_table(call, t, args.top), flush=True)
-                    chains.denoisers[k] = shared[k]
+                compiled = [torch.compile(d.__call__, dynamic=False) for d in chains.denoisers]
+                report(chains, t, "text shared, compiled", args.top, compiled, first_call=True)
             for net in (chains.video_net, chains.image_net):
                 channels_last(net)
-            report("text shared, channels-last weights", 6)
+            report(chains, t, "text shared, channels-last weights", 6, chains.denoisers)
         del chains
         torch.cuda.empty_cache()
+
+
+def report(chains: Chains, t: torch.Tensor, variant: str, top: int, denoisers: list, first_call: bool = False) -> None:
+    """Graph-replay time and kernel table of one guided call of each network through `denoisers`; with
+    `first_call`, also the first call's seconds (compilation)."""
+    size = chains.setting.size
+    for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+        call = chains._network_call(k, denoisers[k])
+        note = ""
+        if first_call:
+            start = time.perf_counter()
+            call(t)
+            torch.cuda.synchronize()
+            note = f"; first call {time.perf_counter() - start:.0f} s"
+        print(f"{size}x{size} {name}: graph replay {replay_ms(call, t):.2f} ms ({variant}{note})", flush=True)
+        print(kernel_table(call, t, top), flush=True)
+
 
 if __name__ == "__main__":
     main()
