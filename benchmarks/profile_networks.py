@@ -5,7 +5,8 @@
 
 For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
 guided call replayed from a CUDA graph for each variant (cross-attention per frame, as the network alone computes
-it; text shared across frames, jvid's default; optionally torch.compile of the latter; channels-last weights), and
+it; text shared across frames, jvid's default; optionally torch.compile of the latter; the LVDM's temporal
+convolutions folded into 2-D ones (`jvid.models.convolution`), eager and compiled; channels-last weights), and
 each variant's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench_chain import Chains, Setting
+from jvid.models.convolution import fold_temporal_convolutions
 
 
 def replay_ms(call, t: torch.Tensor, calls: int = 10) -> float:
@@ -76,6 +78,12 @@ def main() -> None:
             if args.compile:
                 compiled = [torch.compile(d.__call__, dynamic=False) for d in chains.denoisers]
                 report(chains, t, "text shared, compiled", args.top, compiled, first_call=True)
+            if fold_temporal_convolutions(chains.video_net):
+                report(chains, t, "text shared, temporal convolutions folded", 6, chains.denoisers, networks=[0])
+                if args.compile:
+                    compiled = [torch.compile(chains.denoisers[0].__call__, dynamic=False)]
+                    report(chains, t, "text shared, temporal convolutions folded, compiled", args.top, compiled,
+                           first_call=True, networks=[0])
             for net in (chains.video_net, chains.image_net):
                 channels_last(net)
             report(chains, t, "text shared, channels-last weights", 6, chains.denoisers)
@@ -83,11 +91,14 @@ def main() -> None:
         torch.cuda.empty_cache()
 
 
-def report(chains: Chains, t: torch.Tensor, variant: str, top: int, denoisers: list, first_call: bool = False) -> None:
-    """Graph-replay time and kernel table of one guided call of each network through `denoisers`; with
-    `first_call`, also the first call's seconds (compilation)."""
+def report(chains: Chains, t: torch.Tensor, variant: str, top: int, denoisers: list, first_call: bool = False,
+           networks: list[int] | None = None) -> None:
+    """Graph-replay time and kernel table of one guided call of each network (or of `networks`) through
+    `denoisers`; with `first_call`, also the first call's seconds (compilation)."""
     size = chains.setting.size
-    for k, name in enumerate(["LVDM (video)", "LIDM (image)"]):
+    names = ["LVDM (video)", "LIDM (image)"]
+    for k in range(2) if networks is None else networks:
+        name = names[k]
         call = chains._network_call(k, denoisers[k])
         note = ""
         if first_call:

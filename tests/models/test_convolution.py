@@ -1,0 +1,60 @@
+"""Frame-only Conv3d as 2-D convolutions: the same outputs and parameters as the Conv3d they replace."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from jvid.models.convolution import FrameConv3d, fold_temporal_convolutions, frame_only
+from tiny_components import tiny_unets
+
+
+@settings(deadline=None, max_examples=25)
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.integers(0, 2),
+       groups=st.sampled_from([1, 2]), bias=st.booleans(), frames=st.integers(5, 9), frame_major=st.booleans())
+def test_a_frame_conv_computes_its_conv3d(kernel, stride, dilation, padding, groups, bias, frames, frame_major):
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 6, (kernel, 1, 1), stride=(stride, 1, 1), padding=(padding, 0, 0), dilation=(dilation, 1, 1),
+                     groups=groups, bias=bias).double()
+    x = torch.randn(2, frames, 4, 3, 5, dtype=torch.float64)
+    # Frame-major memory viewed as (b, c, f, h, w), as the 3-D UNet's temporal layers see it, or contiguous.
+    x = x.permute(0, 2, 1, 3, 4) if frame_major else x.permute(0, 2, 1, 3, 4).contiguous()
+    torch.testing.assert_close(FrameConv3d.from_conv(conv)(x), conv(x), rtol=1e-12, atol=1e-12)
+
+
+def test_folding_a_3d_unet_keeps_its_function_and_parameters():
+    video, _ = tiny_unets()
+    video = video.double()
+    folded = copy.deepcopy(video)
+    temporal = [m for m in video.modules() if type(m).__name__ == "TemporalConvLayer"]
+    assert fold_temporal_convolutions(folded) == 4 * len(temporal) > 0
+    assert not any(frame_only(m) for m in folded.modules())
+    assert folded.state_dict().keys() == video.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(folded.state_dict().values(), video.state_dict().values()))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, 8, 8, generator=generator, dtype=torch.float64)
+    cond = torch.randn(2, 7, 32, generator=generator, dtype=torch.float64)
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x, t, encoder_hidden_states=cond).sample,
+                                   video(x, t, encoder_hidden_states=cond).sample, rtol=1e-10, atol=1e-10)
+
+
+def test_folded_convolutions_share_the_parameters():
+    conv = nn.Conv3d(3, 5, (3, 1, 1), padding=(1, 0, 0))
+    folded = FrameConv3d.from_conv(conv)
+    assert folded.weight is conv.weight and folded.bias is conv.bias
+
+
+@pytest.mark.parametrize("conv", [nn.Conv3d(3, 5, 3, padding=1), nn.Conv3d(3, 5, (3, 1, 1), padding=(1, 1, 0)),
+                                  nn.Conv3d(3, 5, (3, 1, 1), stride=(1, 2, 1)),
+                                  nn.Conv3d(3, 5, (3, 1, 1), padding=(1, 0, 0), padding_mode="reflect")])
+def test_a_conv_over_pixels_is_not_folded(conv):
+    assert not frame_only(conv)
+    with pytest.raises(ValueError, match="kernel spans frames only"):
+        FrameConv3d.from_conv(conv)
+    wrapper = nn.Sequential(conv)
+    assert fold_temporal_convolutions(wrapper) == 0 and wrapper[0] is conv
