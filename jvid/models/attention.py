@@ -34,6 +34,12 @@ class FrameSharedTextProcessor:
     def __init__(self, original: Any) -> None:
         self.original = original
 
+    @property
+    def wraps_standard(self) -> bool:
+        """Whether the wrapped processor is diffusers' AttnProcessor2_0, whose arithmetic `shared_text_attention`
+        follows; layers with any other processor always use it."""
+        return type(self.original) is AttnProcessor2_0
+
     def __call__(
         self,
         attn: Attention,
@@ -50,7 +56,7 @@ class FrameSharedTextProcessor:
 
     def _standard(self, attn: Attention, hidden_states: Tensor, attention_mask: Tensor | None) -> bool:
         """Whether the layer is one that `shared_text_attention` computes exactly as the original processor does."""
-        return (type(self.original) is AttnProcessor2_0 and attention_mask is None and hidden_states.ndim == 3
+        return (self.wraps_standard and attention_mask is None and hidden_states.ndim == 3
                 and attn.spatial_norm is None and attn.group_norm is None and attn.norm_q is None
                 and attn.norm_k is None)
 
@@ -96,8 +102,7 @@ def share_text_across_frames(model: Any) -> int:
     model.set_attn_processor({name: processor if isinstance(processor, FrameSharedTextProcessor)
                               else FrameSharedTextProcessor(processor) for name, processor in processors.items()})
     return sum(1 for module in model.modules()
-               if isinstance(module, Attention) and module.is_cross_attention
-               and type(module.processor.original) is AttnProcessor2_0)
+               if isinstance(module, Attention) and module.is_cross_attention and module.processor.wraps_standard)
 
 
 __all__ = ["FrameSharedTextProcessor", "share_text_across_frames", "shared_text_attention"]
