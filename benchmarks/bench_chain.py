@@ -114,7 +114,7 @@ class Chains:
         return self._sample(self.graphed)
 
     def compiled(self) -> torch.Tensor:
-        """The graphed chain over networks compiled by torch.compile (default mode), built on first use."""
+        """The graphed chain over the adapters' compiled calls (`compile_mode="default"`), built on first use."""
         if self._compiled is None:
             self._compiled = CUDAGraphSampler(self.sampler, compile_mode="default")
         return self._sample(self._compiled)

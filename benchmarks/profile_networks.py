@@ -5,8 +5,9 @@
 
 For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
 guided call replayed from a CUDA graph for each variant (cross-attention per frame, as the network alone computes
-it; text shared across frames, jvid's default; optionally torch.compile of the latter; the LVDM's temporal
-convolutions folded into 2-D ones (`jvid.models.convolution`), eager and compiled; channels-last weights), and
+it; text shared across frames, jvid's default; the LVDM's temporal convolutions folded into 2-D ones
+(`jvid.models.convolution`); optionally the adapters' compiled calls, which fold before compiling, as jvid's
+compiled chain runs them; channels-last weights), and
 each variant's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
 """
 
@@ -75,15 +76,12 @@ def main() -> None:
         with torch.no_grad():
             report(chains, t, "text attended per frame", args.top, [chains.per_frame_text(k) for k in range(2)])
             report(chains, t, "text shared across frames", args.top, chains.denoisers)
-            if args.compile:
-                compiled = [torch.compile(d.__call__, dynamic=False) for d in chains.denoisers]
-                report(chains, t, "text shared, compiled", args.top, compiled, first_call=True)
             if fold_temporal_convolutions(chains.video_net):
                 report(chains, t, "text shared, temporal convolutions folded", 6, chains.denoisers, networks=[0])
-                if args.compile:
-                    compiled = [torch.compile(chains.denoisers[0].__call__, dynamic=False)]
-                    report(chains, t, "text shared, temporal convolutions folded, compiled", args.top, compiled,
-                           first_call=True, networks=[0])
+            if args.compile:  # the adapters' own compiled calls, as CUDAGraphSampler(compile_mode="default") makes
+                compiled = [d.compiled("default") for d in chains.denoisers]
+                report(chains, t, "text shared, temporal convolutions folded, compiled", args.top, compiled,
+                       first_call=True)
             for net in (chains.video_net, chains.image_net):
                 channels_last(net)
             report(chains, t, "text shared, channels-last weights", 6, chains.denoisers)

@@ -7,8 +7,8 @@
 
 Sections: the end-to-end chain at each latent size (bench_chain), the fused sampler step (bench_step), the temporal
 smoothing kernel (bench_smoothing). With --append, a run on the same device adds its chain rows and sections to an
-existing report (whose header then lists both commands): compiling networks at several sizes takes longer than some
-machines allow one command. Needs a CUDA device.
+existing report (whose header then lists both commands), replacing the rows of sizes and the sections it measures
+again: compiling networks at several sizes takes longer than some machines allow one command. Needs a CUDA device.
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ def main() -> None:
     report = Report.load(args.out, command) if args.append else Report(header(command))
     if "chain" in args.sections:
         for size in args.sizes:
-            report.chain_rows.append(bench_chain.measure(bench_chain.Setting(size=size), args.repeats,
-                                                         size in args.compile))
-            print(bench_chain.table(report.chain_rows[-1:]), flush=True)
+            row = bench_chain.measure(bench_chain.Setting(size=size), args.repeats, size in args.compile)
+            report.chain_rows = [r for r in report.chain_rows if r["size"] != size] + [row]  # the newest per size
+            print(bench_chain.table([row]), flush=True)
             report.write(args.out)  # after each measurement, so a cut-off run keeps its tables
     if "step" in args.sections:
         report.sections["step"] = bench_step.table(bench_step.rows())

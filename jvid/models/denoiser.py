@@ -11,6 +11,7 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from jvid.models.attention import share_text_across_frames
+from jvid.models.convolution import fold_temporal_convolutions
 from jvid.schedule import NoiseSchedule
 from jvid.shapes import Latents, Timesteps
 
@@ -27,6 +28,16 @@ class Denoiser(Protocol):
     schedule: NoiseSchedule
 
     def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents: ...
+
+
+@runtime_checkable
+class CompilableDenoiser(Denoiser, Protocol):
+    """A Denoiser that builds its own `torch.compile`d call, e.g. after putting its network in a form the compiler
+    handles better. Samplers that compile (`jvid.samplers.CUDAGraphSampler`) use `compiled` when a denoiser has it."""
+
+    def compiled(self, mode: str) -> Callable[..., Latents]:
+        """A call with `__call__`'s signature and results, compiled with `torch.compile(mode=mode)`."""
+        ...
 
 
 # diffusers networks whose attention layers see the text repeated per frame, sample-major, behind jvid's adapters.
@@ -85,6 +96,16 @@ class _NetworkDenoiser:
                              f"{tuple(sample.shape)}, the shape of its input in layout '{self.network_layout}'")
         return rearrange(eps, f"{self.network_layout} -> {CANONICAL_LAYOUT}", b=batch, f=frames).to(x.dtype)
 
+    def compiled(self, mode: str) -> Callable[..., Latents]:
+        """`torch.compile` of this denoiser's call (static shapes), after folding the network's frame-only Conv3d
+        into 2-D convolutions (`jvid.models.convolution`), which Inductor lays out without cuDNN's layout conversions.
+
+        Folding changes the network in place, for its eager calls too: the same parameters, state dict and function.
+        """
+        if isinstance(self.model, torch.nn.Module):
+            fold_temporal_convolutions(self.model)
+        return torch.compile(self.__call__, mode=mode, dynamic=False)
+
     def _per_sample(self, value: Any, batch: int, frames: int) -> Any:
         """A per-sample input (t or cond) as the network expects it; unchanged unless a subclass folds frames."""
         return value
@@ -141,4 +162,4 @@ def _cast(value: Any, dtype: torch.dtype | None) -> Any:
     return value
 
 
-__all__ = ["Denoiser", "ImageDenoiser", "VideoDenoiser"]
+__all__ = ["CompilableDenoiser", "Denoiser", "ImageDenoiser", "VideoDenoiser"]

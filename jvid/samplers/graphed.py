@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from jvid.models.denoiser import CompilableDenoiser
 from jvid.noise import NoiseDraw, noise_draw
 from jvid.samplers.guidance import guidance_context, paired_eps
 from jvid.samplers.mixture import Generators, MixtureSampler, PlannedChain, SampleResult, StepCallback
@@ -135,7 +136,8 @@ class CUDAGraphSampler:
     update in float32 where the eager loop rounds ε̂ and z to the latents' dtype. Graphs are captured on the first
     use of a (denoiser, latent shape, dtype, conditioning shape, guidance) and kept for later calls; capture takes
     about two eager steps per denoiser. `compile_mode` passes each denoiser through `torch.compile` first
-    (minutes of compilation on first use, for faster networks; see `COMPILE_MODES`).
+    (minutes of compilation on first use, for faster networks; see `COMPILE_MODES`): a `CompilableDenoiser` (jvid's
+    adapters) compiles itself, folding a 3-D UNet's temporal convolutions first; any other is compiled as it is.
 
     Runs the graphs for CUDA latents with jvid's DDPM or DDIM solver and tensor (or no) conditioning; on the CPU the
     same program runs uncaptured. Other solvers or conditioning fall back to the eager loop (with a warning on CUDA).
@@ -248,9 +250,12 @@ class CUDAGraphSampler:
     def _denoiser(self, k: int) -> Callable[..., Latents]:
         if k not in self._denoisers:
             denoiser = self.sampler.denoisers[k]
-            self._denoisers[k] = denoiser if self.compile_mode is None else torch.compile(
-                denoiser.__call__, mode=self.compile_mode, dynamic=False
-            )
+            if self.compile_mode is None:
+                self._denoisers[k] = denoiser
+            elif isinstance(denoiser, CompilableDenoiser):
+                self._denoisers[k] = denoiser.compiled(self.compile_mode)
+            else:
+                self._denoisers[k] = torch.compile(denoiser.__call__, mode=self.compile_mode, dynamic=False)
         return self._denoisers[k]
 
     def _draw(self, k: int, x: Latents, generator: Generators) -> NoiseDraw:

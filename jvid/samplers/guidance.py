@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,8 +28,11 @@ def combine_guidance(eps_uncond: Latents, eps_cond: Latents, guidance_scale: flo
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-def paired_eps(denoiser: Denoiser, x: Latents, t: Timesteps, context: Tensor) -> Float[Tensor, "2*b f c h w"]:
-    """[ε(s, t, ∅); ε(s, t, y)] from one call over the doubled batch, `context` from `guidance_context`."""
+def paired_eps(
+    denoiser: Callable[[Latents, Timesteps, Any], Latents], x: Latents, t: Timesteps, context: Tensor
+) -> Float[Tensor, "2*b f c h w"]:
+    """[ε(s, t, ∅); ε(s, t, y)] from one call over the doubled batch, `context` from `guidance_context`; `denoiser`
+    is a Denoiser or its compiled call."""
     return denoiser(torch.cat([x, x]), torch.cat([t, t]), context)
 
 

@@ -151,6 +151,39 @@ def test_bad_arguments_are_named(schedule, unchecked):
         CUDAGraphSampler(sampler).sample(torch.zeros(2, 3, 4), num_steps=3)
 
 
+def test_compiling_folds_the_video_networks_temporal_convolutions(schedule, monkeypatch):
+    """With compile_mode, jvid's adapters compile themselves after folding frame-only Conv3d; any other denoiser is
+    compiled as it is. torch.compile is replaced by a recorder here: what it compiles must give the eager chain."""
+    from tiny_components import tiny_unets
+
+    from jvid.models import ImageDenoiser, VideoDenoiser
+    from jvid.models.convolution import FrameConv3d, frame_only
+
+    compiled = []
+
+    def record(fn, mode=None, dynamic=None):
+        compiled.append((getattr(fn, "__self__", fn), mode, dynamic))
+        return fn
+
+    video, image = (net.double() for net in tiny_unets())
+    other = FunctionDenoiser(conditioned_eps(0.3), schedule)
+    adapters = [VideoDenoiser(video, schedule), ImageDenoiser(image, schedule), other]
+    sampler = MixtureSampler(adapters, PatternSelector([0, 1, 2]), noise=CorrelatedNoise(0.5))
+    x = torch.randn(2, 4, 4, 8, 8, dtype=torch.float64)
+    cond = torch.randn(2, 5, video.config.cross_attention_dim, dtype=torch.float64)
+    kwargs = dict(num_steps=9, cond=cond, uncond=torch.zeros_like(cond[:1]), guidance_scale=2.0, progress=False)
+    eager = sampler.sample(x, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert any(frame_only(m) for m in video.modules())
+
+    monkeypatch.setattr(torch, "compile", record)
+    fast = CUDAGraphSampler(sampler, compile_mode="max-autotune-no-cudagraphs")
+    result = fast.sample(x, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert compiled == [(d, "max-autotune-no-cudagraphs", False) for d in adapters]
+    assert not any(frame_only(m) for m in video.modules())
+    assert any(isinstance(m, FrameConv3d) for m in video.modules())
+    assert_same(eager, result, rtol=1e-6)
+
+
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device; the same program runs uncaptured above")
 @pytest.mark.parametrize(("dtype", "rtol"), [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)], ids=str)
 def test_captured_unet_chain_matches_the_eager_chain(schedule, dtype, rtol):
