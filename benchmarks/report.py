@@ -7,8 +7,9 @@
 
 Sections: the end-to-end chain at each latent size (bench_chain), the fused sampler step (bench_step), the temporal
 smoothing kernel (bench_smoothing). With --append, a run on the same device adds its chain rows and sections to an
-existing report (whose header then lists both commands), replacing the rows of sizes and the sections it measures
-again: compiling networks at several sizes takes longer than some machines allow one command. Needs a CUDA device.
+existing report, replacing the rows of sizes and the sections it measures again: compiling networks at several sizes
+takes longer than some machines allow one command. The header names, for each part, the command that measured it,
+its date and the rate measured in that run that its ratios use. Needs a CUDA device.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import bench_smoothing  # noqa: E402
 import bench_step  # noqa: E402
 
 
-def header(command: str) -> str:
+def header() -> str:
     import diffusers
 
     memory = torch.cuda.get_device_properties(0).total_memory / 2**30
@@ -39,12 +40,8 @@ def header(command: str) -> str:
         "# Benchmarks",
         "",
         f"- device: {torch.cuda.get_device_name()} ({memory:.0f} GiB)",
-        f"- date: {datetime.date.today().isoformat()}",
         f"- software: torch {torch.__version__}, Triton {triton.__version__}, diffusers {diffusers.__version__}, "
         f"Python {platform.python_version()}",
-        f"- command: `{command}`",
-        f"- measured rates: device-to-device copy {bench_smoothing.copy_bandwidth() / 1e6:.0f} GB/s, "
-        f"bf16 matrix product {bench_chain.bf16_matmul_flops_per_second() / 1e12:.0f} TFLOP/s",
     ])
 
 
@@ -55,21 +52,21 @@ medians of whole chains (wall clock, device synchronised). Speed-up: plain loop 
 the bare network calls of the same plan, eagerly for the eager sampler and replayed from graphs for the graphed one.
 Chain TFLOP: model FLOPs (FlopCounterMode) of the chain as jvid runs it, cross-attention keys and values once per
 video (`jvid.models.attention`), and in brackets as the networks alone run it, once per frame. TFLOP/s: jvid's chain
-FLOPs over the graphed chain's time; "of bf16 rate" sets that against the measured matrix rate above. Graphed vs
-eager: relative L2 distance of the final latents."""
+FLOPs over the graphed chain's time; "of bf16 rate" sets that against the bf16 matrix rate measured in the same
+run (listed above). Graphed vs eager: relative L2 distance of the final latents."""
 
 STEP_NOTE = """\
 One sampler step under classifier-free guidance: the guidance combine, the DDPM update and correlated noise with γ.
 "fused": jvid's Triton kernel; "eager": jvid's PyTorch step (combine, noise combination, affine update);
 "diffusers": the combine and `DDPMScheduler.step` of a plain loop (it synchronises with the host, so it has no graph
 time). "ms": one call, L2 flushed; "(graph)": device time per call replayed from a CUDA graph. Floor: every input read
-once and the output written once at the measured copy bandwidth."""
+once and the output written once at the copy bandwidth measured in the same run (listed above)."""
 
 SMOOTHING_NOTE = """\
 Temporal latent smoothing, threshold 2. "ms": one call, L2 flushed (triton's do_bench median), host launch included
 where it is longer than the flush; "(graph)": device time per call replayed from a CUDA graph over rotating inputs
-(at least 256 MB, so large inputs come from memory). Floor: read x once and write once at the measured copy
-bandwidth. Host µs: Python-side cost per call."""
+(at least 256 MB, so large inputs come from memory). Floor: read x once and write once at the copy bandwidth
+measured in the same run (listed above). Host µs: Python-side cost per call."""
 
 
 SECTIONS = ("chain", "step", "smoothing")
@@ -89,36 +86,37 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/report.py measures a GPU: no CUDA device here")
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/report.py", *sys.argv[1:]])
-    report = Report.load(args.out, command) if args.append else Report(header(command))
+    report = Report.load(args.out) if args.append else Report(header())
+    run = {"command": command, "date": datetime.date.today().isoformat()}
     if "chain" in args.sections:
         for size in args.sizes:
             row = bench_chain.measure(bench_chain.Setting(size=size), args.repeats, size in args.compile)
             report.chain_rows = [r for r in report.chain_rows if r["size"] != size] + [row]  # the newest per size
+            report.measured_by[f"chain {size}x{size}"] = {**run, "rate": f"bf16 {row['bf16_rate'] / 1e12:.0f} TFLOP/s"}
             print(bench_chain.table([row]), flush=True)
             report.write(args.out)  # after each measurement, so a cut-off run keeps its tables
-    if "step" in args.sections:
-        report.sections["step"] = bench_step.table(bench_step.rows())
-        print(report.sections["step"], flush=True)
-        report.write(args.out)
-    if "smoothing" in args.sections:
-        report.sections["smoothing"] = bench_smoothing.table(bench_smoothing.rows())
-        print(report.sections["smoothing"], flush=True)
-        report.write(args.out)
+    for name, bench in (("step", bench_step), ("smoothing", bench_smoothing)):
+        if name in args.sections:
+            report.sections[name] = bench.table(bench.rows())
+            report.measured_by[name] = {**run, "rate": f"copy {bench_smoothing.copy_bandwidth() / 1e6:.0f} GB/s"}
+            print(report.sections[name], flush=True)
+            report.write(args.out)
     print(f"wrote {args.out}")
 
 
 class Report:
-    """BENCHMARKS.md's parts: the header, the chain rows, and the step and smoothing tables."""
+    """BENCHMARKS.md's parts (the chain rows, and the step and smoothing tables) and the run that measured each."""
 
     TITLES = {"step": ("## Fused sampler step", STEP_NOTE), "smoothing": ("## Temporal latent smoothing",
                                                                          SMOOTHING_NOTE)}
 
     def __init__(self, header: str) -> None:
         self.header, self.chain_rows, self.sections = header, [], {}
+        self.measured_by: dict[str, dict[str, str]] = {}  # part -> the command, date and rate of its run
 
     @classmethod
-    def load(cls, path: Path, command: str) -> Report:
-        """The report an earlier run wrote at `path`, its header extended by `command`; from this device only."""
+    def load(cls, path: Path) -> Report:
+        """The report an earlier run wrote at `path`, from this device only."""
         if not path.exists():
             raise SystemExit(f"--append extends an existing report, but {path} does not exist")
         text = path.read_text()
@@ -126,16 +124,28 @@ class Report:
         if marker not in text:
             raise SystemExit(f"{path} has no report state to extend (not written by this version of report.py)")
         state = json.loads(text[text.index(marker) + len(marker):].split(" -->")[0])
+        if set(state) != {"device", "header", "chain_rows", "sections", "measured_by"}:
+            raise SystemExit(f"{path} has report state of another version of report.py: measure it anew")
         device = torch.cuda.get_device_name()
         if state["device"] != device:
             raise SystemExit(f"{path} was measured on {state['device']}; this run is on {device}, so their tables "
                              f"would not compare")
-        report = cls(state["header"] + f"\n- and then: `{command}` ({datetime.date.today().isoformat()})")
-        report.chain_rows, report.sections = state["chain_rows"], state["sections"]
+        report = cls(state["header"])
+        report.chain_rows, report.sections, report.measured_by = (state["chain_rows"], state["sections"],
+                                                                  state["measured_by"])
         return report
 
+    def runs(self) -> str:
+        """Each command whose results the report holds, with its date and the parts (and rates) it measured."""
+        parts: dict[tuple[str, str], list[str]] = {}
+        for part, run in self.measured_by.items():
+            parts.setdefault((run["command"], run["date"]), []).append(f"{part} ({run['rate']})")
+        lines = ["- measured by:"]
+        lines += [f"  - `{command}` on {date}: {', '.join(names)}" for (command, date), names in parts.items()]
+        return "\n".join(lines)
+
     def write(self, path: Path) -> None:
-        parts = [self.header]
+        parts = [self.header + "\n" + self.runs()]
         if self.chain_rows:
             rows = sorted(self.chain_rows, key=lambda row: row["size"])
             parts += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(rows)]
@@ -143,9 +153,10 @@ class Report:
             if name in self.sections:
                 parts += [*self.TITLES[name], self.sections[name]]
         state = {"device": torch.cuda.get_device_name(), "header": self.header, "chain_rows": self.chain_rows,
-                 "sections": self.sections}
+                 "sections": self.sections, "measured_by": self.measured_by}
         parts.append(_STATE.format(json.dumps(state)))
         path.write_text("\n\n".join(parts) + "\n")
+
 
 if __name__ == "__main__":
     main()

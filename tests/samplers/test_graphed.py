@@ -151,13 +151,14 @@ def test_bad_arguments_are_named(schedule, unchecked):
         CUDAGraphSampler(sampler).sample(torch.zeros(2, 3, 4), num_steps=3)
 
 
-def test_compiling_folds_the_video_networks_temporal_convolutions(schedule, monkeypatch):
-    """With compile_mode, jvid's adapters compile themselves after folding frame-only Conv3d; any other denoiser is
-    compiled as it is. torch.compile is replaced by a recorder here: what it compiles must give the eager chain."""
+def test_compiling_rewrites_the_networks_for_the_compiler(schedule, monkeypatch):
+    """With compile_mode, jvid's adapters compile themselves after folding frame-only Conv3d and splitting GroupNorm
+    statistics per frame; any other denoiser is compiled as it is. torch.compile is replaced by a recorder here: what it compiles must give the eager chain."""
     from tiny_components import tiny_unets
 
     from jvid.models import ImageDenoiser, VideoDenoiser
     from jvid.models.convolution import FrameConv3d, frame_only
+    from jvid.models.normalization import FrameSplitGroupNorm
 
     compiled = []
 
@@ -181,6 +182,8 @@ def test_compiling_folds_the_video_networks_temporal_convolutions(schedule, monk
     assert compiled == [(d, "max-autotune-no-cudagraphs", False) for d in adapters]
     assert not any(frame_only(m) for m in video.modules())
     assert any(isinstance(m, FrameConv3d) for m in video.modules())
+    assert not any(type(m) is torch.nn.GroupNorm for net in (video, image) for m in net.modules())
+    assert any(isinstance(m, FrameSplitGroupNorm) for m in video.modules())
     assert_same(eager, result, rtol=1e-6)
 
 
