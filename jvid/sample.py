@@ -25,6 +25,7 @@ from jvid.models.text import split_class_name, ucf101_prompt
 from jvid.noise import CorrelatedNoise
 from jvid.pipeline import JVIDPipeline
 from jvid.postproc import TemporalLatentSmoother
+from jvid.samplers.graphed import COMPILE_MODES
 from jvid.selector_spec import parse_selector
 from jvid.video import check_video_path, write_sidecar, write_video
 
@@ -92,6 +93,7 @@ class SampleSettings:
     dtype: str = "float32"
     fps: float = 10.0
     cuda_graphs: bool = False
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.models, ModelFolders):
@@ -123,6 +125,11 @@ class SampleSettings:
         check_device(self.device)
         if not isinstance(self.cuda_graphs, bool):
             raise TypeError(f"cuda_graphs must be a bool, got {self.cuda_graphs!r}")
+        if self.compile_mode is not None:
+            if self.compile_mode not in COMPILE_MODES:
+                raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+            if not self.cuda_graphs:
+                raise ValueError("compile_mode compiles the UNets of the CUDA-graph runner: set cuda_graphs too")
         check_video_path(self.out)
 
     @classmethod
@@ -215,7 +222,7 @@ def sample(settings: SampleSettings, progress: bool = True) -> Sampled:
                   gamma=settings.gamma, noise_r_video=settings.r_video, noise_r_image=settings.r_image,
                   smoothing_threshold=settings.smoothing or None, generator=[seeded(s) for s in seeds],
                   plan_generator=seeded(plan_seed), output_type="np", num_videos_per_prompt=settings.batch,
-                  progress=progress, cuda_graphs=settings.cuda_graphs)
+                  progress=progress, cuda_graphs=settings.cuda_graphs, compile_mode=settings.compile_mode)
     height, width = output.frames.shape[2:4]
     record = {
         "settings": asdict(settings),

@@ -129,6 +129,8 @@ def one_line_error(capsys) -> str:
     (["--gamma", "lots"], "argument --gamma: invalid float value: 'lots'"),
     (["--out", "{tmp}/clip.avi"], "a video file name ends in .mp4 or .gif, not 'clip.avi'"),
     (["--device", "gpu7"], "device 'gpu7' is not usable here"),
+    (["--compile"], "compile_mode compiles the UNets of the CUDA-graph runner: set cuda_graphs too"),
+    (["--cuda-graphs", "--compile", "fast"], "argument --compile: invalid choice: 'fast'"),
 ])
 def test_sample_bad_input_gives_one_line_errors(flags, message, pipeline_folder, tmp_path, capsys, unchecked):
     def fill(text: str) -> str:

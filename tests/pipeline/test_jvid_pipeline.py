@@ -139,6 +139,20 @@ def test_cuda_graph_runner_makes_the_eager_videos_and_is_kept_for_later_calls(pi
     assert pipe._graph_runner is not runner  # γ is part of what a kept runner must match
 
 
+def test_compiled_cuda_graph_runner_makes_the_eager_videos(tmp_path_factory, monkeypatch):
+    """compile_mode reaches the runner, which compiles each UNet's adapter once; torch.compile is replaced by a
+    recorder here, since compiling takes minutes. A pipeline of its own: compiling rewrites the UNets in place."""
+    pipe = tiny_pipeline(tmp_path_factory)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, dynamic=None: compiled.append(mode) or fn)
+    settings = dict(output_type="latent", selector=PatternSelector([0, 1]))
+    eager = run(pipe, seed=4, **settings)
+    graphed = run(pipe, seed=4, cuda_graphs=True, compile_mode="default", **settings)
+    assert pipe._graph_runner[1].compile_mode == "default" and compiled == ["default", "default"]
+    torch.testing.assert_close(graphed.frames, eager.frames, rtol=1e-5, atol=1e-5)
+    refused(pipe, "pass cuda_graphs=True too", compile_mode="default")
+
+
 def test_per_video_generators_need_a_plan_generator(pipe):
     refused(pipe, "pass plan_generator", generator=generators(1, 2), num_videos_per_prompt=2)
 
