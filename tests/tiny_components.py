@@ -5,6 +5,7 @@ Not a conftest.py: the test folders share the one `conftest` module name of test
 
 from __future__ import annotations
 
+import copy
 import json
 import string
 from pathlib import Path
@@ -55,6 +56,24 @@ def tiny_unets(context: int = 32, video_context: int | None = None, seed: int = 
     video = lvdm_unet(cross_attention_dim=video_context or context, **small)
     image = lidm_unet(cross_attention_dim=context, **small)
     return video, image
+
+
+def assert_rewrite_keeps_the_unet(rewrite) -> torch.nn.Module:
+    """Applies `rewrite` (in place) to a float64 copy of the tiny video UNet; checks that the state dict and the
+    function are unchanged (to 1e-10) and returns the rewritten UNet."""
+    video = tiny_unets()[0].double()
+    rewritten = copy.deepcopy(video)
+    rewrite(rewritten)
+    assert rewritten.state_dict().keys() == video.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(rewritten.state_dict().values(), video.state_dict().values()))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, LATENT, LATENT, generator=generator, dtype=torch.float64)
+    cond = torch.randn(2, 7, video.config.cross_attention_dim, generator=generator, dtype=torch.float64)
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x, t, encoder_hidden_states=cond).sample,
+                                   video(x, t, encoder_hidden_states=cond).sample, rtol=1e-10, atol=1e-10)
+    return rewritten
 
 
 def tiny_vae(latent_channels: int = 4, seed: int = 0) -> AutoencoderKL:
