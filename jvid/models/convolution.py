@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jvid.models._rewrite import replace_modules
+
 
 class FrameConv3d(nn.Conv3d):
     """A Conv3d whose kernel spans frames only, `(k, 1, 1)`, run as a 2-D convolution over (frames, h·w).
@@ -48,11 +50,7 @@ def fold_temporal_convolutions(model: nn.Module) -> int:
 
     The model computes the same function (up to the convolution algorithm cuDNN picks); its state dict is unchanged.
     """
-    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if frame_only(child)]
-    for parent, name, child in targets:
-        setattr(parent, name, FrameConv3d.from_conv(child))
-    return len(targets)
+    return replace_modules(model, frame_only, FrameConv3d.from_conv)
 
 
 __all__ = ["FrameConv3d", "fold_temporal_convolutions", "frame_only"]

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from jvid.models._rewrite import replace_modules
+
 
 class FrameSplitGroupNorm(nn.GroupNorm):
     """A GroupNorm that reduces 5-D `(b, c, f, h, w)` input per frame first (module docstring); other inputs take
@@ -50,11 +52,7 @@ class FrameSplitGroupNorm(nn.GroupNorm):
 def split_group_norms(model: nn.Module) -> int:
     """Replaces every torch.nn.GroupNorm in `model` by a `FrameSplitGroupNorm` over the same parameters; returns how
     many. The model computes the same function up to summation order; its state dict is unchanged."""
-    targets = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is nn.GroupNorm]
-    for parent, name, child in targets:
-        setattr(parent, name, FrameSplitGroupNorm.from_norm(child))
-    return len(targets)
+    return replace_modules(model, lambda module: type(module) is nn.GroupNorm, FrameSplitGroupNorm.from_norm)
 
 
 __all__ = ["FrameSplitGroupNorm", "split_group_norms"]

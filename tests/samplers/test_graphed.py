@@ -153,7 +153,8 @@ def test_bad_arguments_are_named(schedule, unchecked):
 
 def test_compiling_rewrites_the_networks_for_the_compiler(schedule, monkeypatch):
     """With compile_mode, jvid's adapters compile themselves after folding frame-only Conv3d and splitting GroupNorm
-    statistics per frame; any other denoiser is compiled as it is. torch.compile is replaced by a recorder here: what it compiles must give the eager chain."""
+    statistics per frame; any other denoiser is compiled as it is. torch.compile is replaced by a recorder here: what
+    it compiles must give the eager chain."""
     from tiny_components import tiny_unets
 
     from jvid.models import ImageDenoiser, VideoDenoiser
