@@ -10,7 +10,7 @@ from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetMotionMode
 from einops import rearrange, repeat
 from torch import Tensor
 
-from jvid.models.attention import share_text_across_frames
+from jvid.models.attention import wrap_attention_processors
 from jvid.models.convolution import fold_temporal_convolutions
 from jvid.models.normalization import split_group_norms
 from jvid.schedule import NoiseSchedule
@@ -42,7 +42,7 @@ class CompilableDenoiser(Denoiser, Protocol):
 
 
 # diffusers networks whose attention layers see the text repeated per frame, sample-major, behind jvid's adapters.
-_SHARES_TEXT = (UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel)
+_VIDEO_ATTENTION = (UNet2DConditionModel, UNet3DConditionModel, UNetMotionModel)
 
 
 class _NetworkDenoiser:
@@ -51,10 +51,11 @@ class _NetworkDenoiser:
     Subclasses name the network's layout as einops axes over jvid's `b f c h w`, and say how per-sample inputs
     (t and cond) follow that layout.
 
-    With `share_text`, the network's cross-attention layers compute keys and values once per video rather than
-    once per frame (`jvid.models.attention`; same ε up to summation order): on by default for diffusers'
-    UNet2DConditionModel, UNet3DConditionModel and UNetMotionModel, whose attention processors it wraps. Pass
-    True for another diffusers network only if its cross-attention layers see hidden states and text batched
+    The attention processors of diffusers' UNet2DConditionModel, UNet3DConditionModel and UNetMotionModel are
+    wrapped in `jvid.models.attention.VideoAttentionProcessor` (same ε up to summation order): on CUDA their short
+    self-attention sequences (temporal layers) run jvid's Triton kernel, and with `share_text` (on by default) their
+    cross-attention layers compute keys and values once per video rather than once per frame. Pass share_text=True
+    for another diffusers network only if its cross-attention layers see hidden states and text batched
     `(b·f, ...)`, sample-major.
     """
 
@@ -71,12 +72,12 @@ class _NetworkDenoiser:
         if share_text is not None and not isinstance(share_text, bool):
             raise TypeError(f"share_text must be True, False or None (automatic), got {share_text!r}")
         self.model, self.schedule = model, schedule
-        self.share_text = isinstance(model, _SHARES_TEXT) if share_text is None else share_text
-        if self.share_text:
-            self.share_text = share_text_across_frames(model) > 0
-            if share_text and not self.share_text:
-                raise ValueError(f"share_text=True, but {type(model).__name__} has no cross-attention layer with "
-                                 f"diffusers' standard processor to share text in")
+        wrapped = isinstance(model, _VIDEO_ATTENTION) or bool(share_text)
+        sharing_layers = wrap_attention_processors(model) if wrapped else 0
+        if share_text and not sharing_layers:
+            raise ValueError(f"share_text=True, but {type(model).__name__} has no cross-attention layer with "
+                             f"diffusers' standard processor to share text in")
+        self.share_text = sharing_layers > 0 if share_text is None else share_text
 
     def __call__(self, x: Latents, t: Timesteps, cond: Any) -> Latents:
         """ε for latents x at training timesteps t, from one network call."""

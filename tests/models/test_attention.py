@@ -1,4 +1,6 @@
-"""Cross-attention computed once per video: the same ε as per-frame attention, with one text row per video."""
+"""jvid's attention processors: cross-attention computed once per video (the same ε as per-frame attention, with one
+text row per video), and short self-attention sequences through the Triton kernel (the same ε as diffusers' processor).
+"""
 
 import copy
 
@@ -8,7 +10,8 @@ from diffusers import MotionAdapter, UNetMotionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
 from jvid.models import ImageDenoiser, VideoDenoiser
-from jvid.models.attention import FrameSharedTextProcessor, share_text_across_frames, shared_text_attention
+from jvid.kernels import short_attention as kernel_module
+from jvid.models.attention import VideoAttentionProcessor, attend, standard_attention, wrap_attention_processors
 from jvid.schedule import NoiseSchedule
 from tiny_components import tiny_unets
 
@@ -74,7 +77,7 @@ def test_keys_and_values_are_projected_from_one_text_row_per_video(name):
 def test_the_networks_own_calls_are_unchanged_after_wrapping():
     _, network = NETWORKS["UNet2DConditionModel"]
     wrapped = copy.deepcopy(network)
-    assert share_text_across_frames(wrapped) == len(cross_attention_layers(wrapped)) > 0
+    assert wrap_attention_processors(wrapped) == len(cross_attention_layers(wrapped)) > 0
     x, t, cond = inputs(6, 1)
     with torch.no_grad():
         assert torch.equal(wrapped(x[:, 0], t, encoder_hidden_states=cond).sample,
@@ -84,12 +87,14 @@ def test_the_networks_own_calls_are_unchanged_after_wrapping():
 def test_wrapping_twice_wraps_each_processor_once():
     _, network = NETWORKS["UNet3DConditionModel"]
     model = copy.deepcopy(network)
-    first = share_text_across_frames(model)
+    first = wrap_attention_processors(model)
     processors = dict(model.attn_processors)
-    assert share_text_across_frames(model) == first
+    assert wrap_attention_processors(model) == first
     assert all(model.attn_processors[name] is processor for name, processor in processors.items())
-    assert all(type(p) is FrameSharedTextProcessor and type(p.original) is not FrameSharedTextProcessor
+    assert all(type(p) is VideoAttentionProcessor and type(p.original) is not VideoAttentionProcessor
                for p in processors.values())
+    wrap_attention_processors(model, short_kernel=False)
+    assert all(model.attn_processors[name] is p and p.short_kernel is False for name, p in processors.items())
 
 
 def test_layers_with_another_processor_keep_it():
@@ -101,7 +106,7 @@ def test_layers_with_another_processor_keep_it():
     with pytest.raises(ValueError, match="has no cross-attention layer with diffusers' standard processor"):
         ImageDenoiser(model, NoiseSchedule.linear(), share_text=True)
     x, t, cond = inputs(2, 3)
-    model.set_attn_processor({name: FrameSharedTextProcessor(p) for name, p in model.attn_processors.items()})
+    model.set_attn_processor({name: VideoAttentionProcessor(p) for name, p in model.attn_processors.items()})
     extra = {"cross_attention_kwargs": {"frames": 3}}
     folded = x.flatten(0, 1), t.repeat_interleave(3), cond.repeat_interleave(3, dim=0)
     with torch.no_grad():
@@ -110,7 +115,7 @@ def test_layers_with_another_processor_keep_it():
 
 
 def test_share_text_needs_a_diffusers_model_with_attention_processors(unchecked):
-    with pytest.raises(TypeError, match="needs a diffusers model with attention processors"):
+    with pytest.raises(TypeError, match="need a diffusers model with attention processors"):
         VideoDenoiser(lambda sample, t, encoder_hidden_states=None: sample, NoiseSchedule.linear(), share_text=True)
     plain = ImageDenoiser(lambda sample, t, encoder_hidden_states=None: sample, NoiseSchedule.linear())
     assert plain.share_text is False
@@ -118,13 +123,13 @@ def test_share_text_needs_a_diffusers_model_with_attention_processors(unchecked)
         ImageDenoiser(NETWORKS["UNet2DConditionModel"][1], NoiseSchedule.linear(), share_text=1)
 
 
-def test_shared_text_attention_names_a_batch_that_frames_do_not_divide():
+def test_shared_text_attention_names_a_batch_that_frames_do_not_divide(unchecked):
     layer = cross_attention_layers(NETWORKS["UNet2DConditionModel"][1])[0]
     hidden = torch.randn(4, 5, layer.to_q.in_features)
     with pytest.raises(ValueError, match=r"a multiple of frames=3; got hidden states \(4, 5, \d+\) and text"):
-        shared_text_attention(layer, hidden, torch.randn(4, 7, CONTEXT), 3)
+        standard_attention(layer, hidden, torch.randn(4, 7, CONTEXT), 3)
     with pytest.raises(ValueError, match="the same batch"):
-        shared_text_attention(layer, hidden, torch.randn(2, 7, CONTEXT), 2)
+        standard_attention(layer, hidden, torch.randn(2, 7, CONTEXT), 2)
 
 
 def test_the_shared_layer_matches_diffusers_per_frame_processor_in_float64():
@@ -133,4 +138,52 @@ def test_the_shared_layer_matches_diffusers_per_frame_processor_in_float64():
     hidden = torch.randn(6, 10, layer.to_q.in_features, generator=generator, dtype=torch.float64)
     text = torch.randn(2, 7, CONTEXT, generator=generator, dtype=torch.float64).repeat_interleave(3, dim=0)
     expected = AttnProcessor2_0()(layer, hidden, encoder_hidden_states=text)
-    torch.testing.assert_close(shared_text_attention(layer, hidden, text, 3), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(standard_attention(layer, hidden, text, 3), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.usefixtures("kernel_can_run")
+@pytest.mark.parametrize("name", ["UNet3DConditionModel", "UNetMotionModel"])
+def test_temporal_layers_through_the_short_kernel_give_diffusers_epsilon(name, monkeypatch):
+    """Every self-attention layer of the video networks, temporal ones included, through the kernel (in Triton's
+    interpreter on the CPU) against diffusers' own processors, with per-frame text in both. On CUDA the convolutions
+    run in float32, not TF32, whose input rounding would magnify the kernel's rounding differences."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    _, network = NETWORKS[name]
+    reference = copy.deepcopy(network)
+    model = copy.deepcopy(network)
+    wrap_attention_processors(model, short_kernel=True)
+    device = "cpu" if kernel_module.is_interpreted() else "cuda"
+    model, reference = model.to(device), reference.to(device)
+    calls = []
+    launch = kernel_module.short_attention
+    monkeypatch.setattr(kernel_module, "short_attention", lambda *a, **k: calls.append(a[0].shape) or launch(*a, **k))
+    x, t, cond = inputs(2, 3)
+    sample = x[..., :4, :4].transpose(1, 2).to(device)  # 16 pixels: the interpreter runs a program per sequence
+    text = cond.to(device)
+    if name == "UNetMotionModel":
+        text = text.repeat_interleave(3, dim=0)
+    with torch.no_grad():
+        expected = reference(sample, t.to(device), encoder_hidden_states=text).sample
+        got = model(sample, t.to(device), encoder_hidden_states=text).sample
+    temporal = [shape for shape in calls if shape[-2] == 3]  # sequences of the 3 frames
+    assert temporal and len(calls) >= len(temporal)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.usefixtures("kernel_can_run")
+def test_attend_takes_the_kernel_only_where_it_applies(monkeypatch):
+    calls = []
+    launch = kernel_module.short_attention
+    monkeypatch.setattr(kernel_module, "short_attention", lambda *a, **k: calls.append(a[0].shape) or launch(*a, **k))
+    generator = torch.Generator().manual_seed(3)
+    device = "cpu" if kernel_module.is_interpreted() else "cuda"
+    short = [torch.randn(2, 3, 16, 8, generator=generator).to(device) for _ in range(3)]
+    long = [torch.randn(1, 2, kernel_module.MAX_LENGTH + 1, 8, generator=generator).to(device) for _ in range(3)]
+    for tensors in (short, long):
+        expected = torch.nn.functional.scaled_dot_product_attention(*tensors)
+        torch.testing.assert_close(attend(*tensors, short_kernel=True), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [short[0].shape]
+    attend(*short, short_kernel=False)
+    if device == "cpu":  # automatic: CUDA only
+        attend(*short)
+    assert len(calls) == 1
