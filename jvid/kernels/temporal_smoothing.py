@@ -14,8 +14,9 @@ by `default_config`):
 - Whole videos per program (`_video_kernel`, one launch), when there are at least as many videos as
   multiprocessors: a program sums its video over frames tile by tile for μ and σ_c (Chan's pairwise merge of the
   tiles' moments), then sweeps the frames again to form D, choose μ or x and write. When a frame's (c, h, w) fits one
-  tile, μ stays in registers. The second read comes partly from L2: on an H100, 1.55 reads of a 256-video bf16 batch
-  from memory, 2 in float32 (Nsight Compute, benchmarks/NOTES.md).
+  tile, μ stays in registers. The second read comes partly from L2 (before the first pass's lines were marked to
+  stay there: on an H100, 1.55 reads of a 256-video bf16 batch from memory, 2 in float32; Nsight Compute,
+  benchmarks/NOTES.md).
 - Pixel tiles, two launches, otherwise: `_moments_kernel` writes each (tile, video)'s moments, and
   `_smoothing_kernel` merges them into σ_c, recomputes μ for its tile, and sweeps the frames. It takes the videos in
   the reverse order, so that the last ones read are still in cache. x is read twice from memory at worst, plus 8·c
@@ -63,14 +64,16 @@ def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P
     """μ over all frames for a (c, pixel) tile, given the tile's pointers at frame 0; zero outside `in_tile`.
 
     The tile stays two-dimensional, so the sum over frames stays in each thread's registers; UNROLL frames are loaded
-    per iteration, so that several loads are in flight at once.
+    per iteration, so that several loads are in flight at once. Every caller reads the tile again after this pass, so
+    its lines are marked to stay in L2 (evict_last).
     """
     total = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
     first = tl.zeros((1, 1), dtype=tl.int32)  # frame indices as tensors, also in the interpreter
     for f0 in range(0, frames, UNROLL):
         for u in tl.static_range(UNROLL):
             f = first + f0 + u
-            total += tl.load(x_ptr + f * stride_f, mask=in_tile & (f < frames), other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + f * stride_f, mask=in_tile & (f < frames), other=0.0, eviction_policy="evict_last")
+            total += x.to(tl.float32)
     return tl.div_rn(total, frames.to(tl.float32))
 
 
@@ -204,7 +207,9 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
     """Writes, frame by frame, μ where D = Σ_c |x − μ| / σ_c < threshold and x elsewhere, over a (c, pixel) tile.
 
     `mu` is (C, P) in float32, `sigma` (C, 1); pointers are the tile's at frame 0. Each term |x − μ| / σ_c is a
-    product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division.
+    product with the rounded 1 / σ_c, within an ulp of the quotient and far cheaper than an IEEE division. This is
+    the last read of x and the only write of the output, so both are marked to leave L2 first (evict_first) and not
+    push out the tiles still to be read again.
     """
     inverse_sigma = tl.div_rn(1.0, sigma)
     mu_out = round_to(mu, x_tile.dtype.element_ty)
@@ -213,11 +218,11 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
         for u in tl.static_range(UNROLL):
             f = first + f0 + u
             mask = in_tile & (f < frames)
-            x = tl.load(x_tile + f * stride_f, mask=mask, other=0.0)
+            x = tl.load(x_tile + f * stride_f, mask=mask, other=0.0, eviction_policy="evict_first")
             # Masked channels hold x = μ = 0 and add nothing to D.
             deviation = tl.sum(tl.abs(x.to(tl.float32) - mu) * inverse_sigma, axis=0)  # D: (BLOCK_P,)
             smoothed = tl.where(deviation[None, :] < threshold, mu_out, x)
-            tl.store(out_tile + f * out_stride_f, smoothed, mask=mask)
+            tl.store(out_tile + f * out_stride_f, smoothed, mask=mask, eviction_policy="evict_first")
 
 
 @triton.jit(do_not_specialize=["frames", "pixels"])
