@@ -111,7 +111,7 @@ def test_short_attention(benchmark, name, layer, sequences, heads, tokens):
     benchmark.pedantic(call, rounds=20, warmup_rounds=2)
 
 
-def rows(launches: list[AttentionLaunch]) -> list[dict]:
+def rows(launches: tuple[AttentionLaunch, ...] = (AttentionLaunch(),)) -> list[dict]:
     """Per layer: graph-replayed device ms of each SDPA backend and of each kernel launch, and the floor."""
     out = []
     for layer, sequences, heads, tokens in LAYERS:
@@ -156,8 +156,8 @@ def main() -> None:
         return
     print(f"{torch.cuda.get_device_name()}; device-to-device copy {copy_bandwidth() / 1e6:.0f} GB/s")
     sweeping = len(sys.argv) > 1 and sys.argv[1] == "--sweep"
-    launches = ([AttentionLaunch(h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8)] if sweeping
-                else [AttentionLaunch()])
+    launches = (tuple(AttentionLaunch(h, w) for h in (1, 2, 4, 8, 16) for w in (1, 2, 4, 8)) if sweeping
+                else (AttentionLaunch(),))
     results = rows(launches)
     print(table(results))
     if sweeping:

@@ -6,7 +6,7 @@
     python benchmarks/report.py --sizes 32 --compile 32 --append   # more rows and sections, in a later run
 
 Sections: the end-to-end chain at each latent size (bench_chain), the fused sampler step (bench_step), the temporal
-smoothing kernel (bench_smoothing). With --append, a run on the same device adds its chain rows and sections to an
+smoothing kernel (bench_smoothing), the short-sequence attention kernel (bench_attention). With --append, a run on the same device adds its chain rows and sections to an
 existing report, replacing the rows of sizes and the sections it measures again: compiling networks at several sizes
 takes longer than some machines allow one command. The header names, for each part, the command that measured it,
 its date and the rate measured in that run that its ratios use. Needs a CUDA device.
@@ -27,6 +27,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_attention  # noqa: E402
 import bench_chain  # noqa: E402
 import bench_smoothing  # noqa: E402
 import bench_step  # noqa: E402
@@ -68,8 +69,14 @@ where it is longer than the flush; "(graph)": device time per call replayed from
 (at least 256 MB, so large inputs come from memory). Floor: read x once and write once at the copy bandwidth
 measured in the same run (listed above). Host µs: Python-side cost per call."""
 
+ATTENTION_NOTE = """\
+Self-attention over short sequences in bf16: the LVDM's temporal layers at 32x32 latents (each pixel's 16 frames a
+sequence, 64 channels a head) and a spatial layer of 16x16 latents, q, k and v read as strided views of the
+projections. Device ms per call replayed from a CUDA graph over rotating inputs; "sdpa" is PyTorch's own choice of
+backend, the others are forced. Floor: q, k, v read and o written once at the copy bandwidth measured in the same
+run (listed above). Max error: against float64 attention, on values of unit scale."""
 
-SECTIONS = ("chain", "step", "smoothing")
+SECTIONS = ("chain", "step", "smoothing", "attention")
 _STATE = "<!-- report state: {} -->"  # the measured chain rows, so that a later --append run can extend the table
 
 
@@ -95,7 +102,7 @@ def main() -> None:
             report.measured_by[f"chain {size}x{size}"] = {**run, "rate": f"bf16 {row['bf16_rate'] / 1e12:.0f} TFLOP/s"}
             print(bench_chain.table([row]), flush=True)
             report.write(args.out)  # after each measurement, so a cut-off run keeps its tables
-    for name, bench in (("step", bench_step), ("smoothing", bench_smoothing)):
+    for name, bench in (("step", bench_step), ("smoothing", bench_smoothing), ("attention", bench_attention)):
         if name in args.sections:
             report.sections[name] = bench.table(bench.rows())
             report.measured_by[name] = {**run, "rate": f"copy {bench_smoothing.copy_bandwidth() / 1e6:.0f} GB/s"}
@@ -105,10 +112,12 @@ def main() -> None:
 
 
 class Report:
-    """BENCHMARKS.md's parts (the chain rows, and the step and smoothing tables) and the run that measured each."""
+    """BENCHMARKS.md's parts (the chain rows, and the step, smoothing and attention tables) and the run that
+    measured each."""
 
-    TITLES = {"step": ("## Fused sampler step", STEP_NOTE), "smoothing": ("## Temporal latent smoothing",
-                                                                         SMOOTHING_NOTE)}
+    TITLES = {"step": ("## Fused sampler step", STEP_NOTE),
+              "smoothing": ("## Temporal latent smoothing", SMOOTHING_NOTE),
+              "attention": ("## Short-sequence attention", ATTENTION_NOTE)}
 
     def __init__(self, header: str) -> None:
         self.header, self.chain_rows, self.sections = header, [], {}
@@ -149,7 +158,7 @@ class Report:
         if self.chain_rows:
             rows = sorted(self.chain_rows, key=lambda row: row["size"])
             parts += ["## End-to-end chain", CHAIN_NOTE, bench_chain.table(rows)]
-        for name in ("step", "smoothing"):
+        for name in SECTIONS[1:]:
             if name in self.sections:
                 parts += [*self.TITLES[name], self.sections[name]]
         state = {"device": torch.cuda.get_device_name(), "header": self.header, "chain_rows": self.chain_rows,
