@@ -12,8 +12,8 @@ the text rows repeat per frame, sample-major (jvid's adapters repeat it themselv
 
 **Short sequences.** A temporal layer attends over the f frames of each pixel: thousands of sequences of 16 tokens,
 which `scaled_dot_product_attention`'s kernels handle at a fifth of the memory-bandwidth floor on an H100
-(benchmarks/bench_attention.py). On CUDA, self-attention over at most `MAX_LENGTH` tokens runs
-`jvid.kernels.short_attention` instead: the same function up to rounding.
+(benchmarks/bench_attention.py). On CUDA, self-attention over at most `jvid.kernels.short_attention.MAX_LENGTH`
+tokens runs that module's kernel instead: the same function up to rounding.
 
 `VideoAttentionProcessor` does both for layers with diffusers' standard `AttnProcessor2_0`; every call it cannot
 compute exactly as that processor does (attention masks, spatial or group norms, q/k norms, 4-D input) and every
@@ -29,6 +29,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
+
 
 class VideoAttentionProcessor:
     """An attention processor that shares text across frames when told the frame count, and runs short
