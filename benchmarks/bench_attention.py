@@ -6,7 +6,8 @@
 
 Shapes are those of the LVDM's temporal layers with 4 guided videos (8 in the batch) of 16 frames: each pixel of
 each video is a sequence of 16 tokens, with 64 channels a head; `transformer_in` at the top level has 8 heads, the
-level-l layers channels/64. A spatial layer of small latents (a frame's pixels as one sequence) comes last. Queries, keys and values are read as diffusers' processors produce them, strided views
+level-l layers channels/64. Then level 1 for videos of 32 frames, and a spatial layer of small latents (a frame's
+pixels as one sequence). Queries, keys and values are read as diffusers' processors produce them, strided views
 of one `(sequences, frames, 3, heads·64)` buffer. Device times are graph replays over rotating inputs
 (bench_smoothing.replay_ms); the floor reads q, k and v and writes o once over the measured copy bandwidth. Without
 CUDA only scaled_dot_product_attention runs, at one small size.
@@ -27,10 +28,12 @@ from jvid.kernels.short_attention import AttentionLaunch
 CUDA = torch.cuda.is_available()
 FRAMES, HEAD_DIM, BATCH = 16, 64, 8
 # (name, sequences, heads, tokens): the temporal layers at 32x32 latents, width 256 (pixels·batch sequences of the
-# frames per level), and the spatial self-attention of level 2 at 16x16 latents (the 4x4 pixels of each frame)
+# frames per level), level 1's for videos of 32 frames (the longest sequences jvid sends to the kernel), and the
+# spatial self-attention of level 2 at 16x16 latents (the 4x4 pixels of each frame)
 LAYERS = [("temporal, transformer_in 32x32", BATCH * 32 * 32, 8, FRAMES),
           ("temporal, level 1 16x16", BATCH * 16 * 16, 8, FRAMES),
           ("temporal, level 2 8x8", BATCH * 8 * 8, 12, FRAMES), ("temporal, level 3 4x4", BATCH * 4 * 4, 16, FRAMES),
+          ("temporal, 32 frames, level 1 16x16", BATCH * 16 * 16, 8, 2 * FRAMES),
           ("spatial, level 2 4x4", BATCH * FRAMES, 12, 16)]
 CPU_LAYER = ("cpu", 64, 4, FRAMES)
 BACKENDS = {"sdpa": None, "sdpa flash": SDPBackend.FLASH_ATTENTION, "sdpa efficient": SDPBackend.EFFICIENT_ATTENTION,

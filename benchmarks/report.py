@@ -71,7 +71,7 @@ measured in the same run (listed above). Host µs: Python-side cost per call."""
 
 ATTENTION_NOTE = """\
 Self-attention over short sequences in bf16: the LVDM's temporal layers at 32x32 latents (each pixel's 16 frames a
-sequence, 64 channels a head) and a spatial layer of 16x16 latents, q, k and v read as strided views of the
+sequence, 64 channels a head), level 1's for 32-frame videos, and a spatial layer of 16x16 latents, q, k and v read as strided views of the
 projections. Device ms per call replayed from a CUDA graph over rotating inputs; "sdpa" is PyTorch's own choice of
 backend, the others are forced. Floor: q, k, v read and o written once at the copy bandwidth measured in the same
 run (listed above). Max error: against float64 attention, on values of unit scale."""

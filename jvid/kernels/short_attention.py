@@ -32,8 +32,8 @@ from jvid.kernels.rounding import round_to
 from jvid.kernels.temporal_smoothing import SUPPORTED_DTYPES, is_interpreted
 
 MAX_LENGTH = 32  # tokens a sequence may have: each head's whole (BLOCK_L, BLOCK_L) score tile is in registers; on an
-# H100 the kernel is 4-6x faster than scaled_dot_product_attention at 16 tokens, and slower than its memory-efficient
-# kernel at 64 (benchmarks/bench_attention.py)
+# H100 the kernel is 4-6x faster than scaled_dot_product_attention at 16 tokens, 2.7x at 32, and slower than its
+# memory-efficient kernel at 64 (benchmarks/bench_attention.py)
 MAX_HEAD_DIM = 128
 _LOG2_E = 1.4426950408889634
 
