@@ -20,10 +20,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from bench_smoothing import copy_bandwidth, replay_ms
+from bench_smoothing import copy_bandwidth, replay_ms, unchecked  # noqa: F401 (unchecked: the autouse fixture)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from jvid.kernels.short_attention import AttentionLaunch
+from jvid.kernels.short_attention import AttentionLaunch, short_attention
 
 CUDA = torch.cuda.is_available()
 FRAMES, HEAD_DIM, BATCH = 16, 64, 8
@@ -48,7 +48,7 @@ def projections(sequences: int, heads: int, tokens: int, dtype: torch.dtype = to
 
 
 def split(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(b, heads, frames, head_dim) views of q, k and v, as diffusers' AttnProcessor2_0 makes them."""
+    """(b, heads, tokens, head_dim) views of q, k and v, as diffusers' AttnProcessor2_0 makes them."""
     b, f, _, c = qkv.shape
     return tuple(qkv[:, :, i].view(b, f, c // HEAD_DIM, HEAD_DIM).transpose(1, 2) for i in range(3))
 
@@ -65,8 +65,6 @@ def sdpa(backend: SDPBackend | None):
 
 def kernel(launch: AttentionLaunch | None = None):
     def run(qkv: torch.Tensor) -> torch.Tensor:
-        from jvid.kernels.short_attention import short_attention
-
         return short_attention(*split(qkv), launch=launch)
 
     return run
@@ -75,16 +73,6 @@ def kernel(launch: AttentionLaunch | None = None):
 def floor_ms(qkv: torch.Tensor) -> float:
     """Read q, k, v and write o once, over the copy bandwidth."""
     return 4 / 3 * qkv.numel() * qkv.element_size() / copy_bandwidth()
-
-
-@pytest.fixture(autouse=True)
-def unchecked():
-    """Times jvid as users run it, without the test run's jaxtyping/beartype annotation checks."""
-    import jaxtyping
-
-    jaxtyping.config.update("jaxtyping_disable", True)
-    yield
-    jaxtyping.config.update("jaxtyping_disable", False)
 
 
 def cases() -> list[tuple[str, str, int, int, int]]:

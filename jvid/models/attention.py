@@ -12,8 +12,9 @@ the text rows repeat per frame, sample-major (jvid's adapters repeat it themselv
 
 **Short sequences.** A temporal layer attends over the f frames of each pixel: thousands of sequences of 16 tokens,
 which `scaled_dot_product_attention`'s kernels handle at a fifth of the memory-bandwidth floor on an H100
-(benchmarks/bench_attention.py). On CUDA, self-attention over at most `jvid.kernels.short_attention.MAX_LENGTH`
-tokens runs that module's kernel instead: the same function up to rounding.
+(benchmarks/bench_attention.py). On CUDA, attention whose queries, keys and values share one shape of at
+most `jvid.kernels.short_attention.MAX_LENGTH` tokens (self-attention over short sequences) runs that module's kernel
+instead: the same function up to rounding.
 
 `VideoAttentionProcessor` does both for layers with diffusers' standard `AttnProcessor2_0`; every call it cannot
 compute exactly as that processor does (attention masks, spatial or group norms, q/k norms, 4-D input) and every
@@ -84,7 +85,7 @@ def standard_attention(
 
     With `frames`, cross-attention takes `(b·f, n_q, c)` hidden states and text `(b·f, n, d)` whose rows repeat per
     frame: keys and values come from the first frame's text row of each video, and the video's frames form one query
-    sequence. Self-attention goes through `attend` (`short_kernel` as there).
+    sequence. The attention itself goes through `attend` (`short_kernel` as there).
     """
     shared = text is not None and frames is not None
     if shared:
@@ -105,10 +106,7 @@ def standard_attention(
     sizes = {"f": frames} if shared else {}
     query = rearrange(query, "(b f) n (h d) -> b h (f n) d" if shared else "b n (h d) -> b h n d", h=heads, **sizes)
     key, value = (rearrange(z, "b n (h d) -> b h n d", h=heads) for z in (key, value))
-    if text is None:
-        out = attend(query, key, value, short_kernel)
-    else:
-        out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+    out = attend(query, key, value, short_kernel)
     out = rearrange(out, "b h (f n) d -> (b f) n (h d)" if shared else "b h n d -> b n (h d)", **sizes)
     out = out.to(query.dtype)
     out = attn.to_out[1](attn.to_out[0](out))
@@ -119,13 +117,13 @@ def standard_attention(
 
 def attend(
     query: Float[Tensor, "batch heads length head_dim"],
-    key: Float[Tensor, "batch heads length head_dim"],
-    value: Float[Tensor, "batch heads length head_dim"],
+    key: Float[Tensor, "batch heads keys head_dim"],
+    value: Float[Tensor, "batch heads keys value_dim"],
     short_kernel: bool | None = None,
-) -> Float[Tensor, "batch heads length head_dim"]:
-    """Self-attention `F.scaled_dot_product_attention(query, key, value)`, through `jvid.kernels.short_attention`
-    where that takes the tensors (short sequences; `jvid.kernels.short_attention.unfit` says which): on CUDA where Triton is installed (`short_kernel` None), also on the CPU under Triton's
-    interpreter (True), or never (False)."""
+) -> Float[Tensor, "batch heads length value_dim"]:
+    """`F.scaled_dot_product_attention(query, key, value)`, through `jvid.kernels.short_attention` where that takes
+    the tensors (one shape for all three, short sequences; its `unfit` says which): on CUDA where Triton is installed
+    (`short_kernel` None), also on the CPU under Triton's interpreter (True), or never (False)."""
     wanted = query.is_cuda if short_kernel is None else short_kernel
     if wanted:
         try:

@@ -141,9 +141,20 @@ def test_the_shared_layer_matches_diffusers_per_frame_processor_in_float64():
     torch.testing.assert_close(standard_attention(layer, hidden, text, 3), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.usefixtures("kernel_can_run")
+KERNEL_DEVICE = "cpu" if kernel_module.is_interpreted() else "cuda"
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch, kernel_can_run):
+    """The query shapes of every short-attention kernel launch while the test runs."""
+    calls = []
+    launch = kernel_module.short_attention
+    monkeypatch.setattr(kernel_module, "short_attention", lambda *a, **k: calls.append(a[0].shape) or launch(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("name", ["UNet3DConditionModel", "UNetMotionModel"])
-def test_temporal_layers_through_the_short_kernel_give_diffusers_epsilon(name, monkeypatch):
+def test_temporal_layers_through_the_short_kernel_give_diffusers_epsilon(name, monkeypatch, kernel_calls):
     """Every self-attention layer of the video networks, temporal ones included, through the kernel (in Triton's
     interpreter on the CPU) against diffusers' own processors, with per-frame text in both. On CUDA the convolutions
     run in float32, not TF32, whose input rounding would magnify the kernel's rounding differences."""
@@ -152,11 +163,8 @@ def test_temporal_layers_through_the_short_kernel_give_diffusers_epsilon(name, m
     reference = copy.deepcopy(network)
     model = copy.deepcopy(network)
     wrap_attention_processors(model, short_kernel=True)
-    device = "cpu" if kernel_module.is_interpreted() else "cuda"
+    device = KERNEL_DEVICE
     model, reference = model.to(device), reference.to(device)
-    calls = []
-    launch = kernel_module.short_attention
-    monkeypatch.setattr(kernel_module, "short_attention", lambda *a, **k: calls.append(a[0].shape) or launch(*a, **k))
     x, t, cond = inputs(2, 3)
     sample = x[..., :4, :4].transpose(1, 2).to(device)  # 16 pixels: the interpreter runs a program per sequence
     text = cond.to(device)
@@ -165,25 +173,20 @@ def test_temporal_layers_through_the_short_kernel_give_diffusers_epsilon(name, m
     with torch.no_grad():
         expected = reference(sample, t.to(device), encoder_hidden_states=text).sample
         got = model(sample, t.to(device), encoder_hidden_states=text).sample
-    temporal = [shape for shape in calls if shape[-2] == 3]  # sequences of the 3 frames
-    assert temporal and len(calls) >= len(temporal)
+    assert any(shape[-2] == 3 for shape in kernel_calls)  # the temporal layers' sequences of the 3 frames
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
-@pytest.mark.usefixtures("kernel_can_run")
-def test_attend_takes_the_kernel_only_where_it_applies(monkeypatch):
-    calls = []
-    launch = kernel_module.short_attention
-    monkeypatch.setattr(kernel_module, "short_attention", lambda *a, **k: calls.append(a[0].shape) or launch(*a, **k))
+def test_attend_takes_the_kernel_only_where_it_applies(kernel_calls):
     generator = torch.Generator().manual_seed(3)
-    device = "cpu" if kernel_module.is_interpreted() else "cuda"
+    device = KERNEL_DEVICE
     short = [torch.randn(2, 3, 16, 8, generator=generator).to(device) for _ in range(3)]
     long = [torch.randn(1, 2, kernel_module.MAX_LENGTH + 1, 8, generator=generator).to(device) for _ in range(3)]
     for tensors in (short, long):
         expected = torch.nn.functional.scaled_dot_product_attention(*tensors)
         torch.testing.assert_close(attend(*tensors, short_kernel=True), expected, rtol=1e-5, atol=1e-5)
-    assert calls == [short[0].shape]
+    assert kernel_calls == [short[0].shape]
     attend(*short, short_kernel=False)
     if device == "cpu":  # automatic: CUDA only
         attend(*short)
-    assert len(calls) == 1
+    assert len(kernel_calls) == 1
