@@ -186,7 +186,8 @@ def sweep(configs: list[LaunchConfig]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sweep":
         sweep(
-            [LaunchConfig("tiles", 1024, warps, None, frames) for warps in (4, 16) for frames in (4, 16)]
+            [LaunchConfig("tiles", tile, warps, None, frames) for tile in (256, 1024, 4096) for warps in (2, 4, 8)
+             for frames in (2, 4, 8, 16)]
             + [LaunchConfig("videos", 4096, warps, None, frames) for warps, frames in [(4, 1), (4, 2), (4, 4), (8, 2),
                                                                                        (8, 4), (16, 4)]]
             + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192, 16384)

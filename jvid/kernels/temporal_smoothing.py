@@ -17,10 +17,10 @@ by `default_config`):
   tile, μ stays in registers. The second read comes partly from L2 (before the first pass's lines were marked to
   stay there: on an H100, 1.55 reads of a 256-video bf16 batch from memory, 2 in float32; Nsight Compute,
   benchmarks/NOTES.md).
-- Pixel tiles, two launches, otherwise: `_moments_kernel` writes each (tile, video)'s moments, and
-  `_smoothing_kernel` merges them into σ_c, recomputes μ for its tile, and sweeps the frames. It takes the videos in
-  the reverse order, so that the last ones read are still in cache. x is read twice from memory at worst, plus 8·c
-  bytes of moments per tile.
+- Pixel tiles, two launches, otherwise: `_moments_kernel` writes each (tile, video)'s μ (float32) and the moments of
+  that μ, and `_smoothing_kernel`, one program per (tile, run of frames, video), merges the moments into σ_c, reads
+  its μ back and sweeps its frames. It takes the videos in the reverse order, so that the last ones read are still
+  in cache. x is read twice from memory at worst, plus μ (4·c·h·w bytes a video) and 8·c bytes of moments per tile.
 
 Moments are merged by the law of total variance, which has no cancellation. The video and tile kernels' tiles are
 (channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each thread's
@@ -108,6 +108,7 @@ def _sigma(m2, pixels, SIGMA_FLOOR: tl.constexpr):
 @no_type_check
 def _moments_kernel(
     x_ptr,
+    mu_ptr,
     moments_ptr,
     frames,
     channels,
@@ -121,6 +122,7 @@ def _moments_kernel(
     BLOCK_P: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
+    """μ of a (pixel tile, video) into `mu_ptr` ((b, c, pixels), float32), and the tile's moments of μ."""
     tile = tl.program_id(0)
     video = tl.program_id(1).to(tl.int64)
     c = tl.arange(0, BLOCK_C)[:, None]
@@ -128,6 +130,7 @@ def _moments_kernel(
     in_tile = (c < channels) & (p < pixels)
     x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
     mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
+    tl.store(mu_ptr + video * channels * pixels + c * pixels + p, mu, mask=in_tile)
     tile_sum, tile_m2 = _tile_moments(mu, in_tile, tl.minimum(pixels - tile * BLOCK_P, BLOCK_P).to(tl.float32))
     _store_moments(moments_ptr + (video * n_tiles + tile) * 2 * channels, tile_sum, tile_m2, channels, BLOCK_C)
 
@@ -164,6 +167,7 @@ def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.cons
 def _smoothing_kernel(
     x_ptr,
     out_ptr,
+    mu_ptr,
     moments_ptr,
     threshold,
     frames,
@@ -183,9 +187,11 @@ def _smoothing_kernel(
     BLOCK_T: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
+    """The replacement of UNROLL frames of a (pixel tile, video), given the moments kernel's μ and moments."""
     tile = tl.program_id(0)
+    first_frame = tl.program_id(1) * UNROLL
     # Videos in the reverse of the moments kernel's order: the last videos it read are the likeliest still in cache.
-    video = (tl.num_programs(1) - 1 - tl.program_id(1)).to(tl.int64)
+    video = (tl.num_programs(2) - 1 - tl.program_id(2)).to(tl.int64)
 
     sigma = _sigma_from_moments(moments_ptr + video * n_tiles * 2 * channels, n_tiles, channels, pixels, SIGMA_FLOOR,
                                 BLOCK_C, BLOCK_P, BLOCK_T)[:, None]
@@ -193,11 +199,11 @@ def _smoothing_kernel(
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
     in_tile = (c < channels) & (p < pixels)
-    x_tile = x_ptr + video * stride_b + c * stride_c + p * stride_p
-    mu = _frame_mean(x_tile, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
-
-    out_tile = out_ptr + video * out_stride_b + c * out_stride_c + p  # the output is contiguous over pixels
-    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f, out_stride_f, in_tile, UNROLL)
+    mu = tl.load(mu_ptr + video * channels * pixels + c * pixels + p, mask=in_tile, other=0.0)
+    x_tile = x_ptr + video * stride_b + first_frame * stride_f + c * stride_c + p * stride_p
+    out_tile = out_ptr + video * out_stride_b + first_frame * out_stride_f + c * out_stride_c + p  # contiguous pixels
+    _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, tl.minimum(frames - first_frame, UNROLL), stride_f,
+                       out_stride_f, in_tile, UNROLL)
 
 
 @triton.jit(do_not_specialize=["frames"])
@@ -368,7 +374,8 @@ class LaunchConfig:
       never exceeds `programs_per_sm` (default 1) programs per multiprocessor, so that all are resident together.
     - "videos" (`_video_kernel`, one launch): whole videos per program, walked in tiles of `tile_elements`;
       `programs_per_sm` caps the grid (None: one program per video).
-    - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video).
+    - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video) for μ, then one per
+      (pixel tile, `frames_per_iteration` frames, video) for the replacement.
 
     `num_warps` is the warps of each program; `frames_per_iteration` the frames whose loads the "videos" and "tiles"
     kernels issue together in their frame loops (more loads in flight, more registers)."""
@@ -436,14 +443,16 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
     block_c, block_p = _blocks(c, pixels, config.tile_elements)
     n_tiles = triton.cdiv(pixels, block_p)
     block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
-    grid = (n_tiles, b)
     strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
     blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration,
               "num_warps": config.num_warps}
+    mu = torch.empty((b, c, pixels), dtype=torch.float32, device=x.device)
     moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
-    _moments_kernel[grid](x, moments, f, c, pixels, n_tiles, *strides, **blocks)
-    _smoothing_kernel[grid](x, out, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3],
-                            SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_T=block_t, **blocks)
+    _moments_kernel[(n_tiles, b)](x, mu, moments, f, c, pixels, n_tiles, *strides, **blocks)
+    _smoothing_kernel[(n_tiles, triton.cdiv(f, config.frames_per_iteration), b)](
+        x, out, mu, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR,
+        BLOCK_T=block_t, **blocks,
+    )
 
 
 def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
