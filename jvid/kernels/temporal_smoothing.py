@@ -52,7 +52,7 @@ SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIG
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
-_GROUP_TILE = 2048  # elements a group program holds by default
+_SMALL_TILE = 256  # elements of the tiles chosen by default
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 
 
@@ -399,19 +399,19 @@ class LaunchConfig:
 
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
-    """The fastest launch of an H100 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
-    benchmarks/NOTES.md): groups when one round of them covers the whole batch (a few small videos), whole videos per
-    program when there are enough videos to fill the chip, pixel tiles otherwise."""
+    """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
+    benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, pixel tiles of 256
+    elements otherwise, with short runs of frames per program when there are few tiles to spread over the chip."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
-    if device.type == "cuda" and b * _group_blocks(f, c, h * w, _GROUP_TILE)[3] <= multiprocessors:
-        return LaunchConfig("groups", _GROUP_TILE, num_warps=16)
     if b >= multiprocessors:
         if dtype.itemsize == 2 and c * h * w >= 4096:  # a frame fills the tile: fewer registers, more programs
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)
-    _, block_p = _blocks(c, h * w, 1024)
-    return LaunchConfig("tiles", 1024, num_warps=max(1, min(16, block_p // 16)), frames_per_iteration=16)
+    tiles = b * triton.cdiv(h * w, _blocks(c, h * w, _SMALL_TILE)[1])
+    if tiles >= 2 * multiprocessors:
+        return LaunchConfig("tiles", _SMALL_TILE, num_warps=8, frames_per_iteration=8)
+    return LaunchConfig("tiles", _SMALL_TILE, num_warps=4, frames_per_iteration=2)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
