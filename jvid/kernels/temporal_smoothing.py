@@ -52,7 +52,7 @@ SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIG
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
-_SMALL_TILE = 256  # elements of the tiles chosen by default
+_TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 
 
@@ -400,18 +400,18 @@ class LaunchConfig:
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
-    benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, pixel tiles of 256
-    elements otherwise, with short runs of frames per program when there are few tiles to spread over the chip."""
+    benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip; otherwise pixel
+    tiles 64 pixels wide, each program taking two frames when there are fewer tiles than multiprocessors, else eight."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
         if dtype.itemsize == 2 and c * h * w >= 4096:  # a frame fills the tile: fewer registers, more programs
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)
-    tiles = b * triton.cdiv(h * w, _blocks(c, h * w, _SMALL_TILE)[1])
-    if tiles >= 2 * multiprocessors:
-        return LaunchConfig("tiles", _SMALL_TILE, num_warps=8, frames_per_iteration=8)
-    return LaunchConfig("tiles", _SMALL_TILE, num_warps=4, frames_per_iteration=2)
+    tile = min(_TILE_PIXELS * triton.next_power_of_2(c), 4096)  # many channels: rows of fewer pixels
+    if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
+        return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)
+    return LaunchConfig("tiles", tile, num_warps=max(2, 2048 // tile), frames_per_iteration=8)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
