@@ -135,39 +135,30 @@ def _moments_kernel(
     _store_moments(moments_ptr + (video * n_tiles + tile) * 2 * channels, tile_sum, tile_m2, channels, BLOCK_C)
 
 
-@triton.jit
-@no_type_check
-def _merge_moments(count, mean, m2, n, part_sum, part_m2):
-    """Chan et al.'s pairwise update of running (count, mean, M2) per channel by a part's n pixels, Σ_p μ and M2."""
-    delta = tl.div_rn(part_sum, n) - mean
-    total = count + n
-    return total, mean + delta * tl.div_rn(n, total), m2 + part_m2 + delta * delta * tl.div_rn(count * n, total)
-
-
 @triton.jit(do_not_specialize=["pixels"])
 @no_type_check
 def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.constexpr, BLOCK_C: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr):
     """σ_c of one video, (BLOCK_C,), from its tiles' moments [tile, 0, c] = Σ_p μ and [tile, 1, c] = Σ_p (μ − tile
-    mean)², tiles of BLOCK_P pixels. BLOCK_T tiles at a time are merged by the law of total variance (M2 = Σ_t (M2_t
-    + n_t·(mean_t − block mean)²), no cancellation) and blocks by Chan's update, so one round of loads suffices for
-    up to BLOCK_T tiles. Loads bypass L1, so moments written by other programs are seen."""
+    mean)², tiles of BLOCK_P pixels: mean = Σ_t sum_t / P, then P·σ² = Σ_t (M2_t + n_t·(mean_t − mean)²), the law of
+    total variance, which has no cancellation. Loads bypass L1, so moments written by other programs are seen."""
     t_idx = tl.arange(0, BLOCK_T)[:, None]
     c_row = tl.arange(0, BLOCK_C)[None, :]
-    count = 0.0
-    mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for t0 in range(0, n_tiles, BLOCK_T):
+        t = t0 + t_idx
+        ok = (t < n_tiles) & (c_row < channels)
+        total += tl.sum(tl.load(moments + t * 2 * channels + c_row, mask=ok, other=0.0, cache_modifier=".cg"), axis=0)
+    mean = tl.div_rn(total, pixels.to(tl.float32))[None, :]
     m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for t0 in range(0, n_tiles, BLOCK_T):
         t = t0 + t_idx
         ok = (t < n_tiles) & (c_row < channels)
+        count = tl.maximum(tl.minimum(pixels - t * BLOCK_P, BLOCK_P), 1).to(tl.float32)
         tile_sum = tl.load(moments + t * 2 * channels + c_row, mask=ok, other=0.0, cache_modifier=".cg")
         tile_m2 = tl.load(moments + t * 2 * channels + channels + c_row, mask=ok, other=0.0, cache_modifier=".cg")
-        tile_n = tl.minimum(tl.maximum(pixels - t * BLOCK_P, 0), BLOCK_P).to(tl.float32)  # (BLOCK_T, 1); 0 beyond
-        block_n = tl.sum(tile_n)
-        block_sum = tl.sum(tile_sum, axis=0)
-        spread = tl.div_rn(tile_sum, tl.maximum(tile_n, 1.0)) - tl.div_rn(block_sum, block_n)[None, :]
-        block_m2 = tl.sum(tl.where(ok, tile_m2 + tile_n * spread * spread, 0.0), axis=0)
-        count, mean, m2 = _merge_moments(count, mean, m2, block_n, block_sum, block_m2)
+        spread = tl.div_rn(tile_sum, count) - mean
+        m2 += tl.sum(tl.where(ok, tile_m2 + count * spread * spread, 0.0), axis=0)
     return _sigma(m2, pixels, SIGMA_FLOOR)
 
 
@@ -291,7 +282,12 @@ def _video_kernel(
                 mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
                 n = tl.minimum(pixels - p0, BLOCK_P).to(tl.float32)
                 tile_sum, tile_m2 = _tile_moments(mu, in_tile, n)
-                count, mean, m2 = _merge_moments(count, mean, m2, n, tile_sum, tile_m2)
+                # Chan et al.'s pairwise update of (count, mean, M2) by the tile's (n, mean, M2).
+                delta = tl.div_rn(tile_sum, n) - mean
+                total = count + n
+                mean += delta * tl.div_rn(n, total)
+                m2 += tile_m2 + delta * delta * tl.div_rn(count * n, total)
+                count = total
             sigma = _sigma(m2, pixels, SIGMA_FLOOR)[:, None]
             for p0 in range(0, pixels, BLOCK_P):
                 p = p0 + p_idx
