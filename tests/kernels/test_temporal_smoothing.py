@@ -145,7 +145,7 @@ def test_shapes_that_split_frames_and_tiles_match_the_reference(shape, dtype, co
 @pytest.mark.parametrize("dtype", SUPPORTED_DTYPES, ids=str)
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_every_output_element_is_written(dtype, config, monkeypatch):
-    # The launcher allocates its output and the tiles' moments with torch.empty: poison both with NaN.
+    # The launcher allocates its output and the tiles' μ and moments with torch.empty: poison them with NaN.
     empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: empty(*args, **kwargs).fill_(math.nan))
     x = random_latents((2, 5, 3, 9, 7), seed=5, dtype=dtype)
