@@ -35,6 +35,7 @@ contiguous copy. The output is a new contiguous tensor.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import no_type_check
 
@@ -57,7 +58,9 @@ _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byt
 
 
 # Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
-# leave the kernels unwrapped. `frames` and `pixels` are not specialised: a constexpr 1 could not be cast to float.
+# leave the kernels unwrapped. `frames` is not specialised: a constexpr 1 could not be cast to float. `pixels` is, so
+# that Triton knows when rows of pixels are divisible by 16 and vectorises the loads and stores along them; it goes
+# to float through `_to_float`.
 @triton.jit(do_not_specialize=["frames"])
 @no_type_check
 def _frame_mean(x_ptr, frames, stride_f, in_tile, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, UNROLL: tl.constexpr):
@@ -95,12 +98,19 @@ def _store_moments(moments, tile_sum, tile_m2, channels, BLOCK_C: tl.constexpr):
     tl.store(moments + channels + c, tile_m2, mask=c < channels)
 
 
-@triton.jit(do_not_specialize=["pixels"])
+@triton.jit
+@no_type_check
+def _to_float(n):
+    """An integer as float32, also where it is a launch argument that Triton specialised to the constant 1."""
+    return n * 1.0
+
+
+@triton.jit
 @no_type_check
 def _sigma(m2, pixels, SIGMA_FLOOR: tl.constexpr):
     """σ_c = max(√(M2 / P), SIGMA_FLOOR); a NaN in the video stays NaN, as in torch's clamp_min, so that D is NaN and
     the video is kept."""
-    sigma = tl.sqrt_rn(tl.div_rn(m2, pixels.to(tl.float32)))
+    sigma = tl.sqrt_rn(tl.div_rn(m2, _to_float(pixels)))
     return tl.maximum(sigma, SIGMA_FLOOR, propagate_nan=tl.PropagateNan.ALL)
 
 
@@ -135,7 +145,7 @@ def _moments_kernel(
     _store_moments(moments_ptr + (video * n_tiles + tile) * 2 * channels, tile_sum, tile_m2, channels, BLOCK_C)
 
 
-@triton.jit(do_not_specialize=["pixels"])
+@triton.jit
 @no_type_check
 def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.constexpr, BLOCK_C: tl.constexpr,
                         BLOCK_P: tl.constexpr, BLOCK_T: tl.constexpr):
@@ -149,7 +159,7 @@ def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.cons
         t = t0 + t_idx
         ok = (t < n_tiles) & (c_row < channels)
         total += tl.sum(tl.load(moments + t * 2 * channels + c_row, mask=ok, other=0.0, cache_modifier=".cg"), axis=0)
-    mean = tl.div_rn(total, pixels.to(tl.float32))[None, :]
+    mean = tl.div_rn(total, _to_float(pixels))[None, :]
     m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for t0 in range(0, n_tiles, BLOCK_T):
         t = t0 + t_idx
@@ -162,7 +172,7 @@ def _sigma_from_moments(moments, n_tiles, channels, pixels, SIGMA_FLOOR: tl.cons
     return _sigma(m2, pixels, SIGMA_FLOOR)
 
 
-@triton.jit(do_not_specialize=["frames", "pixels"])
+@triton.jit(do_not_specialize=["frames"])
 @no_type_check
 def _smoothing_kernel(
     x_ptr,
@@ -231,7 +241,7 @@ def _replace_near_mean(x_tile, out_tile, mu, sigma, threshold, frames, stride_f,
             tl.store(out_tile + f * out_stride_f, smoothed, mask=mask, eviction_policy="evict_first")
 
 
-@triton.jit(do_not_specialize=["frames", "pixels"])
+@triton.jit(do_not_specialize=["frames"])
 @no_type_check
 def _video_kernel(
     x_ptr,
@@ -268,7 +278,7 @@ def _video_kernel(
         if ONE_TILE:
             in_tile = (c < channels) & (p_idx < pixels)
             mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
-            _, m2 = _tile_moments(mu, in_tile, pixels.to(tl.float32))
+            _, m2 = _tile_moments(mu, in_tile, _to_float(pixels))
             sigma = _sigma(m2, pixels, SIGMA_FLOOR)[:, None]
             _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu, sigma, threshold, frames, stride_f,
                                out_stride_f, in_tile, UNROLL)
@@ -297,7 +307,7 @@ def _video_kernel(
                                    out_stride_f, in_tile, UNROLL)
 
 
-@triton.jit(do_not_specialize=["frames", "pixels"])
+@triton.jit(do_not_specialize=["frames"])
 @no_type_check
 def _group_kernel(
     x_ptr,
@@ -400,14 +410,17 @@ class LaunchConfig:
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
-    benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip; otherwise pixel
-    tiles 64 pixels wide, each program taking two frames when there are fewer tiles than multiprocessors, else eight."""
+    benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
+    loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
+    that fill a tile); otherwise pixel tiles 64 pixels wide, each program taking two frames when there are fewer
+    tiles than multiprocessors, else eight."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
         if dtype.itemsize == 2 and c * h * w >= 4096:  # a frame fills the tile: fewer registers, more programs
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
-        return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=4)
+        per_thread = max(1, math.prod(_blocks(c, h * w, 4096)) // 256)  # tile elements each thread of 8 warps holds
+        return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=min(16, 128 // per_thread))
     tile = min(_TILE_PIXELS * triton.next_power_of_2(c), 4096)  # many channels: rows of fewer pixels
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
         return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)
