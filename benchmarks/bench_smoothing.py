@@ -2,6 +2,7 @@
 
     python benchmarks/bench_smoothing.py                 # a table: eager, fused, floor, agreement
     python benchmarks/bench_smoothing.py --sweep         # every launch configuration at every size, fastest first
+    python benchmarks/bench_smoothing.py --sweep videos  # only the launches of the named kinds
     python -m pytest benchmarks/bench_smoothing.py       # the same cases through pytest-benchmark
 
 On CUDA both implementations run at each size in SIZES. Device times come from `triton.testing.do_bench` (CUDA
@@ -131,7 +132,7 @@ def test_temporal_smoothing(benchmark, name, shape, dtype):
     benchmark.pedantic(call, rounds=100, warmup_rounds=10)
 
 
-def replay_ms(fn, x: torch.Tensor, calls: int = 24) -> float:
+def replay_ms(fn, x: torch.Tensor, calls: int = 24, rep: int = 200) -> float:
     """Device ms per call of `fn` replayed from one CUDA graph of `calls` calls: no launch or host cost. The calls
     rotate over copies of x filling at least 256 MB, so that large inputs come from memory, not from L2."""
     copies = max(1, min(calls, -(-(2**28) // (x.numel() * x.element_size()))))
@@ -141,7 +142,7 @@ def replay_ms(fn, x: torch.Tensor, calls: int = 24) -> float:
     with torch.cuda.graph(graph):
         for call in range(calls):
             fn(inputs[call % copies])
-    return device_ms(lambda _: graph.replay(), x) / calls
+    return device_ms(lambda _: graph.replay(), x, rep) / calls
 
 
 def host_us(fn, x: torch.Tensor, calls: int = 200) -> float:
@@ -174,7 +175,7 @@ def sweep(configs: list[LaunchConfig]) -> None:
                 except ValueError:  # a group config whose chunks cannot all be resident at this size
                     continue
                 agree = torch.isclose(fn(x).float(), expected.float(), rtol=1e-2, atol=1e-5).float().mean()
-                timings.append((replay_ms(fn, x), config, float(agree)))
+                timings.append((replay_ms(fn, x, rep=50), config, float(agree)))
             timings.sort(key=lambda row: row[0])
             print(f"{case_id(shape)} {case_id(dtype)}: eager {replay_ms(eager, x):.4f} ms (graph), "
                   f"floor {floor:.4f} ms; "
@@ -183,16 +184,19 @@ def sweep(configs: list[LaunchConfig]) -> None:
                 print(f"    {ms:.4f} ms  {floor / ms:4.0%} of floor  agree {agree:.6f}  {config}")
 
 
+SWEPT = (
+    [LaunchConfig("tiles", tile, warps, None, frames) for tile in (256, 1024, 4096) for warps in (2, 4, 8)
+     for frames in (2, 4, 8, 16)]
+    + [LaunchConfig("videos", 4096, warps, None, frames) for warps in (4, 8, 16) for frames in (1, 2, 4, 8, 16)]
+    + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192, 16384)
+       for warps in (tile // 2048, tile // 1024) for programs in (1, 4)]
+)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--sweep":
-        sweep(
-            [LaunchConfig("tiles", tile, warps, None, frames) for tile in (256, 1024, 4096) for warps in (2, 4, 8)
-             for frames in (2, 4, 8, 16)]
-            + [LaunchConfig("videos", 4096, warps, None, frames) for warps, frames in [(4, 1), (4, 2), (4, 4), (8, 2),
-                                                                                       (8, 4), (16, 4)]]
-            + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192, 16384)
-               for warps in (tile // 2048, tile // 1024) for programs in (1, 4)]
-        )
+        kinds = sys.argv[2:] or {config.kind for config in SWEPT}
+        sweep([config for config in SWEPT if config.kind in kinds])
         return
     if not CUDA:
         x = latents(CPU_SIZE, torch.float32)
