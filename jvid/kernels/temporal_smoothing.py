@@ -54,6 +54,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
 _TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
+_GROUP_ELEMENTS = 2048  # elements of a video each program of a group holds, by default
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 
 
@@ -412,8 +413,9 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
-    that fill a tile); otherwise pixel tiles 64 pixels wide, each program taking two frames when there are fewer
-    tiles than multiprocessors, else eight."""
+    that fill a tile); groups of one-warp programs holding 2048 elements each when one round of them covers the
+    batch; otherwise pixel tiles 64 pixels wide, each program taking two frames when there are fewer tiles than
+    multiprocessors, else eight."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -421,6 +423,8 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         per_thread = max(1, math.prod(_blocks(c, h * w, 4096)) // 256)  # tile elements each thread of 8 warps holds
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=min(16, 128 // per_thread))
+    if b * _group_blocks(f, c, h * w, _GROUP_ELEMENTS)[3] <= multiprocessors:
+        return LaunchConfig("groups", _GROUP_ELEMENTS, num_warps=1)
     tile = min(_TILE_PIXELS * triton.next_power_of_2(c), 4096)  # many channels: rows of fewer pixels
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
         return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)

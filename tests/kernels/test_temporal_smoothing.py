@@ -268,7 +268,8 @@ def test_groups_that_cannot_all_be_resident_are_refused():
 @pytest.mark.parametrize(
     ("shape", "dtype", "expected"),
     [
-        ((4, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=4, frames_per_iteration=2)),
+        ((4, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("groups", 2048, num_warps=1)),
+        ((5, 16, 4, 32, 32), torch.float32, LaunchConfig("tiles", 256, num_warps=4, frames_per_iteration=2)),
         ((256, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)),
         ((256, 16, 4, 32, 32), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=8)),
         ((256, 16, 4, 8, 8), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=16)),
