@@ -5,7 +5,7 @@ Notation of the reference: for each video b, μ[c, p] is the mean of x over fram
 c-vector at (f, p) becomes μ[:, p] where D < threshold.
 
 σ_c needs every pixel of μ before any voxel can be decided. Three ways to cover the latents (`LaunchConfig`;
-`default_config` picks whole videos or pixel tiles):
+`default_config` picks one by the batch's size):
 
 - Groups (`_group_kernel`, one launch), for a few small videos: a group of programs per video, each holding a pixel
   chunk of all frames and channels in registers. Each publishes its chunk's moments (Σ_p μ and Σ_p (μ − chunk
