@@ -252,8 +252,6 @@ def _video_kernel(
     frames,
     channels,
     pixels,
-    runs,
-    run_frames,
     stride_b,
     stride_f,
     stride_c,
@@ -270,27 +268,21 @@ def _video_kernel(
     """Whole videos per program, in one launch: σ_c from μ tile by tile (Chan's merge), then the sweep per tile.
 
     The sweep reads the video again right after the first pass, from cache while the video fits there; with
-    ONE_TILE (all pixels in one tile) μ stays in registers between the passes. With `runs` > 1, `runs` neighbouring
-    programs share each video: every one of them computes σ_c over the whole video (the others' reads of it come
-    from L2) and sweeps only its own run of `run_frames` frames.
+    ONE_TILE (all pixels in one tile) μ stays in registers between the passes.
     """
     c = tl.arange(0, BLOCK_C)[:, None]
     p_idx = tl.arange(0, BLOCK_P)[None, :]
-    first_frame = (tl.program_id(0) % runs) * run_frames
-    sweep_frames = tl.minimum(frames - first_frame, run_frames)
-    for video in range(tl.program_id(0) // runs, videos, tl.num_programs(0) // runs):
+    for video in range(tl.program_id(0), videos, tl.num_programs(0)):
         index = tl.cast(video, tl.int64)  # a plain int in the interpreter
         x_video = x_ptr + index * stride_b + c * stride_c
         out_video = out_ptr + index * out_stride_b + c * out_stride_c
-        x_run = x_video + first_frame * stride_f
-        out_run = out_video + first_frame * out_stride_f
         if ONE_TILE:
             in_tile = (c < channels) & (p_idx < pixels)
             mu = _frame_mean(x_video + p_idx * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
             _, m2 = _tile_moments(mu, in_tile, _to_float(pixels))
             sigma = _sigma(m2, pixels, SIGMA_FLOOR)[:, None]
-            _replace_near_mean(x_run + p_idx * stride_p, out_run + p_idx, mu, sigma, threshold, sweep_frames,
-                               stride_f, out_stride_f, in_tile, UNROLL)
+            _replace_near_mean(x_video + p_idx * stride_p, out_video + p_idx, mu, sigma, threshold, frames, stride_f,
+                               out_stride_f, in_tile, UNROLL)
         else:
             count = 0.0
             mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -312,7 +304,7 @@ def _video_kernel(
                 p = p0 + p_idx
                 in_tile = (c < channels) & (p < pixels)
                 mu = _frame_mean(x_video + p * stride_p, frames, stride_f, in_tile, BLOCK_C, BLOCK_P, UNROLL)
-                _replace_near_mean(x_run + p * stride_p, out_run + p, mu, sigma, threshold, sweep_frames, stride_f,
+                _replace_near_mean(x_video + p * stride_p, out_video + p, mu, sigma, threshold, frames, stride_f,
                                    out_stride_f, in_tile, UNROLL)
 
 
@@ -392,8 +384,7 @@ class LaunchConfig:
       of all frames and channels, at most `tile_elements` elements (padded to powers of two), in registers. The grid
       never exceeds `programs_per_sm` (default 1) programs per multiprocessor, so that all are resident together.
     - "videos" (`_video_kernel`, one launch): whole videos per program, walked in tiles of `tile_elements`;
-      `programs_per_sm` caps the grid of videos (None: one per video), and `frame_runs` programs share each video's
-      replacement sweep, each over its own run of frames (each computes σ_c over the whole video).
+      `programs_per_sm` caps the grid (None: one program per video).
     - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video) for μ, then one per
       (pixel tile, `frames_per_iteration` frames, video) for the replacement.
 
@@ -405,7 +396,6 @@ class LaunchConfig:
     num_warps: int = 4
     programs_per_sm: int | None = None
     frames_per_iteration: int = 4
-    frame_runs: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in _LAUNCHERS:
@@ -417,9 +407,6 @@ class LaunchConfig:
             int_at_least("programs_per_sm", self.programs_per_sm, 1)
         if self.frames_per_iteration not in (1, 2, 4, 8, 16):
             raise ValueError(f"frames_per_iteration must be 1, 2, 4, 8 or 16, got {self.frames_per_iteration!r}")
-        int_at_least("frame_runs", self.frame_runs, 1)
-        if self.frame_runs > 1 and self.kind != "videos":
-            raise ValueError(f"frame_runs applies to the 'videos' kind only, got {self.frame_runs!r} for {self.kind!r}")
 
 
 def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> LaunchConfig:
@@ -490,13 +477,10 @@ def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, c
     pixels = h * w
     block_c, block_p = _blocks(c, pixels, config.tile_elements)
     programs = b if config.programs_per_sm is None else min(b, config.programs_per_sm * _multiprocessors(x.device))
-    run_frames = triton.cdiv(f, min(config.frame_runs, f))
-    runs = triton.cdiv(f, run_frames)  # no run left empty
-    _video_kernel[(programs * runs,)](
-        x, out, threshold, b, f, c, pixels, runs, run_frames, x.stride(0), x.stride(1), x.stride(2), stride_p,
-        *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c, BLOCK_P=block_p, ONE_TILE=block_p >= pixels,
-        UNROLL=config.frames_per_iteration, num_warps=config.num_warps,
-    )
+    _video_kernel[(programs,)](x, out, threshold, b, f, c, pixels, x.stride(0), x.stride(1), x.stride(2), stride_p,
+                               *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c,
+                               BLOCK_P=block_p, ONE_TILE=block_p >= pixels, UNROLL=config.frames_per_iteration,
+                               num_warps=config.num_warps)
 
 
 def _group_blocks(f: int, c: int, pixels: int, tile_elements: int) -> tuple[int, int, int, int]:

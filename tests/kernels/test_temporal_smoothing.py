@@ -39,8 +39,7 @@ layouts = st.sampled_from(["contiguous", "frames_last", "sliced", "hw_transposed
 thresholds = st.sampled_from([0.0, 2.0, 1e30]) | st.floats(0.0, 1.0).map(lambda q: ("quantile", q))
 half_dtypes = st.sampled_from([torch.float16, torch.bfloat16])
 # Every way of covering the latents: pixel tiles (two launches); whole videos in one tile or in several, with one
-# program per video or fewer programs looping over videos, and with each video's frames split among programs (more
-# runs than some shapes have frames; runs of uneven length); small tiles split frames into chunks; groups of programs
+# program per video or fewer programs looping over videos; small tiles split frames into chunks; groups of programs
 # holding a video in registers.
 CONFIGS = [
     LaunchConfig("tiles"),
@@ -48,8 +47,6 @@ CONFIGS = [
     LaunchConfig("videos", tile_elements=8192),
     LaunchConfig("videos", tile_elements=64, programs_per_sm=1, frames_per_iteration=2),
     LaunchConfig("videos", tile_elements=256, programs_per_sm=2, frames_per_iteration=1),
-    LaunchConfig("videos", tile_elements=8192, frames_per_iteration=16, frame_runs=5),
-    LaunchConfig("videos", tile_elements=256, programs_per_sm=1, frames_per_iteration=2, frame_runs=3),
     # One chunk per video in the interpreter, which runs programs one after another; on a GPU, small chunks make
     # groups of many programs that wait for each other.
     LaunchConfig("groups", tile_elements=2**20 if DEVICE == "cpu" else 1024),
@@ -253,8 +250,6 @@ def test_bad_threshold_is_rejected(threshold):
         ({"kind": "groups", "programs_per_sm": 0}, "programs_per_sm"),
         ({"kind": "videos", "tile_elements": 0}, "tile_elements"),
         ({"kind": "videos", "num_warps": 3}, "num_warps"),
-        ({"kind": "videos", "frame_runs": 0}, "frame_runs"),
-        ({"kind": "tiles", "frame_runs": 2}, "frame_runs applies to the 'videos' kind only"),
     ],
 )
 def test_bad_launch_config_is_rejected(fields, message):
