@@ -56,6 +56,7 @@ _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
 _TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
 _GROUP_ELEMENTS = 2048  # elements of a video each program of a group holds, by default
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
+_MAX_GRID_YZ = 65535  # CUDA's bound on a launch grid's second and third dimensions
 
 
 # Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
@@ -459,17 +460,26 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
     pixels = h * w
     block_c, block_p = _blocks(c, pixels, config.tile_elements)
     n_tiles = triton.cdiv(pixels, block_p)
+    runs = triton.cdiv(f, config.frames_per_iteration)
+    if runs > _MAX_GRID_YZ:
+        raise ValueError(
+            f"{config} splits {f} frames into {runs} runs, more than the {_MAX_GRID_YZ} a launch grid's dimension "
+            "holds: raise frames_per_iteration or use another kind"
+        )
     block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
-    strides = (x.stride(0), x.stride(1), x.stride(2), stride_p)
     blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration,
               "num_warps": config.num_warps}
-    mu = torch.empty((b, c, pixels), dtype=torch.float32, device=x.device)
-    moments = torch.empty((b, n_tiles, 2, c), dtype=torch.float32, device=x.device)
-    _moments_kernel[(n_tiles, b)](x, mu, moments, f, c, pixels, n_tiles, *strides, **blocks)
-    _smoothing_kernel[(n_tiles, triton.cdiv(f, config.frames_per_iteration), b)](
-        x, out, mu, moments, threshold, f, c, pixels, n_tiles, *strides, *out.stride()[:3], SIGMA_FLOOR=SIGMA_FLOOR,
-        BLOCK_T=block_t, **blocks,
-    )
+    for first in range(0, b, _MAX_GRID_YZ):  # videos lie along the grids' last dimension
+        x_part, out_part = x[first:first + _MAX_GRID_YZ], out[first:first + _MAX_GRID_YZ]
+        videos = x_part.shape[0]
+        strides = (x_part.stride(0), x_part.stride(1), x_part.stride(2), stride_p)
+        mu = torch.empty((videos, c, pixels), dtype=torch.float32, device=x.device)
+        moments = torch.empty((videos, n_tiles, 2, c), dtype=torch.float32, device=x.device)
+        _moments_kernel[(n_tiles, videos)](x_part, mu, moments, f, c, pixels, n_tiles, *strides, **blocks)
+        _smoothing_kernel[(n_tiles, runs, videos)](
+            x_part, out_part, mu, moments, threshold, f, c, pixels, n_tiles, *strides, *out_part.stride()[:3],
+            SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_T=block_t, **blocks,
+        )
 
 
 def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:

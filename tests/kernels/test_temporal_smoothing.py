@@ -285,6 +285,15 @@ def test_default_launch_on_a_132_multiprocessor_gpu(shape, dtype, expected, monk
     assert kernel_module.default_config(shape, dtype, torch.device("cuda")) == expected
 
 
+def test_batches_beyond_a_launch_grid_are_split_and_frames_beyond_it_refused(monkeypatch):
+    # CUDA bounds a grid's second and third dimensions, along which the tile kernels lay runs of frames and videos.
+    monkeypatch.setattr(kernel_module, "_MAX_GRID_YZ", 2)
+    config = LaunchConfig("tiles", frames_per_iteration=2)
+    assert_matches_reference(random_latents((5, 4, 2, 4, 3), seed=3), 2.0, config)  # videos in slices of 2, 2, 1
+    with pytest.raises(ValueError, match="splits 5 frames into 3 runs"):
+        fused_temporal_smoothing(random_latents((1, 5, 2, 4, 3), seed=3), 2.0, config)
+
+
 def test_empty_latents_give_an_empty_result():
     x = torch.zeros(0, 4, 3, 5, 5, device=DEVICE)
     out = fused_temporal_smoothing(x, 2.0)
