@@ -415,8 +415,9 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
     that fill a tile); groups of one-warp programs holding 2048 elements each when one round of them covers the
-    batch; otherwise pixel tiles 64 pixels wide, each program taking two frames when there are fewer tiles than
-    multiprocessors, else eight."""
+    batch; otherwise pixel tiles 64 pixels wide, each program taking two frames with 4 warps when there are fewer
+    tiles than multiprocessors, else eight frames with 2 warps (more threads than a tile's elements would move them
+    one at a time)."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -429,7 +430,7 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     tile = min(_TILE_PIXELS * triton.next_power_of_2(c), 4096)  # many channels: rows of fewer pixels
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
         return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)
-    return LaunchConfig("tiles", tile, num_warps=max(2, 2048 // tile), frames_per_iteration=8)
+    return LaunchConfig("tiles", tile, num_warps=2, frames_per_iteration=8)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:
