@@ -415,9 +415,9 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
     that fill a tile); groups of one-warp programs holding 2048 elements each when one round of them covers the
-    batch; otherwise pixel tiles 64 pixels wide, each program taking two frames with 4 warps when there are fewer
-    tiles than multiprocessors, else eight frames with 2 warps (more threads than a tile's elements would move them
-    one at a time)."""
+    batch; otherwise pixel tiles 64 pixels wide (wider for 1-2 channels), each program taking two frames with 4
+    warps when there are fewer tiles than multiprocessors, else eight frames with 2 warps (more would leave each
+    thread one element, moved two bytes at a time)."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -427,7 +427,8 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=min(16, 128 // per_thread))
     if b * _group_blocks(f, c, h * w, _GROUP_ELEMENTS)[3] <= multiprocessors:
         return LaunchConfig("groups", _GROUP_ELEMENTS, num_warps=1)
-    tile = min(_TILE_PIXELS * triton.next_power_of_2(c), 4096)  # many channels: rows of fewer pixels
+    # Rows of 64 pixels, so fewer with many channels, but at least 256 elements (the 4-channel tile) in all.
+    tile = min(max(_TILE_PIXELS * triton.next_power_of_2(c), 256), 4096)
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
         return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)
     return LaunchConfig("tiles", tile, num_warps=2, frames_per_iteration=8)

@@ -1,9 +1,12 @@
 """Compiles the smoothing kernels for an sm_90 GPU without one, and counts their global memory instructions.
 
-Run as a script (Triton compiles only outside its interpreter, so not in the test process itself): prints, for each
-kernel launch of a 2x16x4x32x32 bfloat16 batch, a JSON object {PTX instruction: count} of its `ld.global` and
-`st.global` instructions. Launch arguments are specialised as Triton does on a GPU: integers equal to 1 become
-constants, and pointers and integers divisible by 16 are marked so, except the kernel's `do_not_specialize` ones.
+Run as a script (Triton compiles only outside its interpreter, so not in the test process itself). For each shape
+in SHAPES it takes the launch that `default_config` picks for contiguous bfloat16 latents on a 132-multiprocessor
+GPU, compiles that launch's kernels, and prints a JSON object {shape: {kernel: {"elements_per_thread": n,
+"accesses": {PTX instruction: count}}}}: how many elements of a tile each thread holds, and the kernel's `ld.global`
+and `st.global` instructions. Launch arguments are specialised as Triton does on a GPU: integers equal to
+1 become constants, and pointers and integers divisible by 16 are marked so, except the kernel's `do_not_specialize`
+ones.
 """
 
 from __future__ import annotations
@@ -12,27 +15,58 @@ import collections
 import json
 import re
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 
 from jvid.kernels import temporal_smoothing as kernels
 
-# A contiguous 2x16x4x32x32 batch (b, f, c, h·w), the output alike.
-INTEGERS = {"videos": 2, "frames": 16, "channels": 4, "pixels": 1024, "stride_b": 65536, "stride_f": 4096,
-            "stride_c": 1024, "stride_p": 1, "out_stride_b": 65536, "out_stride_f": 4096, "out_stride_c": 1024}
-LAUNCHES = {
-    "videos, one tile": (kernels._video_kernel, 4, {"BLOCK_C": 4, "BLOCK_P": 1024, "ONE_TILE": True, "UNROLL": 2}),
-    "videos, tiles": (kernels._video_kernel, 4, {"BLOCK_C": 4, "BLOCK_P": 256, "ONE_TILE": False, "UNROLL": 4}),
-    "tiles, moments": (kernels._moments_kernel, 2, {"n_tiles": 16, "BLOCK_C": 4, "BLOCK_P": 64, "UNROLL": 8}),
-    "tiles, replacement": (kernels._smoothing_kernel, 2,
-                           {"n_tiles": 16, "BLOCK_C": 4, "BLOCK_P": 64, "BLOCK_T": 16, "UNROLL": 8}),
-    "groups": (kernels._group_kernel, 1, {"n_chunks": 32, "BLOCK_F": 16, "BLOCK_C": 4, "BLOCK_P": 32, "BLOCK_T": 32,
-                                          "ARRIVAL_STRIDE": 32}),
-}
+SHAPES = [
+    (256, 16, 4, 32, 32),  # whole videos, one tile a frame
+    (256, 16, 4, 64, 64),  # whole videos, several tiles a frame
+    (256, 16, 4, 8, 8),  # whole videos, 16 frames in flight
+    (4, 16, 4, 32, 32),  # groups
+    (5, 16, 4, 32, 32),  # fewer tiles than multiprocessors
+    (8, 16, 4, 64, 64),  # more tiles than multiprocessors
+    (16, 16, 16, 32, 32),  # 16 channels
+    (16, 16, 1, 64, 64),  # one channel
+]
+MULTIPROCESSORS = 132
+
+
+def launches(shape: tuple[int, ...]) -> dict[str, tuple]:
+    """{kernel name: (kernel, num_warps, its arguments by name)} of the default launch for bfloat16 `shape`."""
+    b, f, c, h, w = shape
+    pixels = h * w
+    config = kernels.default_config(shape, torch.bfloat16, torch.device("cuda"))
+    strides = {"stride_b": f * c * pixels, "stride_f": c * pixels, "stride_c": pixels, "stride_p": 1}
+    common = {"videos": b, "frames": f, "channels": c, "pixels": pixels, **strides,
+              **{f"out_{name}": value for name, value in strides.items() if name != "stride_p"},
+              "SIGMA_FLOOR": kernels.SIGMA_FLOOR}
+    if config.kind == "groups":
+        block_f, block_c, block_p, n_chunks = kernels._group_blocks(f, c, pixels, config.tile_elements)
+        values = {"n_chunks": n_chunks, "BLOCK_F": block_f, "BLOCK_C": block_c, "BLOCK_P": block_p,
+                  "BLOCK_T": triton.next_power_of_2(n_chunks), "ARRIVAL_STRIDE": kernels._ARRIVAL_STRIDE}
+        return {"groups": (kernels._group_kernel, config.num_warps, {**common, **values})}
+    block_c, block_p = kernels._blocks(c, pixels, config.tile_elements)
+    blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration}
+    if config.kind == "videos":
+        values = {**common, **blocks, "ONE_TILE": block_p >= pixels}
+        return {"videos": (kernels._video_kernel, config.num_warps, values)}
+    n_tiles = triton.cdiv(pixels, block_p)
+    values = {**common, **blocks, "n_tiles": n_tiles, "BLOCK_T": triton.next_power_of_2(n_tiles)}
+    return {"tiles, moments": (kernels._moments_kernel, config.num_warps, values),
+            "tiles, replacement": (kernels._smoothing_kernel, config.num_warps, values)}
+
+
+def compiled(kernel, num_warps: int, values: dict) -> dict:
+    """The launch's elements of a tile per thread (frames, channels and pixels for groups; channels and pixels
+    otherwise) and its global memory instructions."""
+    tile = values.get("BLOCK_F", 1) * values["BLOCK_C"] * values["BLOCK_P"]
+    return {"elements_per_thread": tile / (32 * num_warps), "accesses": global_accesses(kernel, num_warps, values)}
 
 
 def global_accesses(kernel, num_warps: int, values: dict) -> dict[str, int]:
-    values = {**INTEGERS, "SIGMA_FLOOR": kernels.SIGMA_FLOOR, **values}
     signature, constants, attributes = {}, {}, {}
     for index, name in enumerate(kernel.arg_names):
         if name in ("x_ptr", "out_ptr"):
@@ -56,4 +90,8 @@ def global_accesses(kernel, num_warps: int, values: dict) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    print(json.dumps({name: global_accesses(*launch) for name, launch in LAUNCHES.items()}))
+    kernels._multiprocessors = lambda device: MULTIPROCESSORS
+    print(json.dumps({
+        "x".join(map(str, shape)): {name: compiled(*launch) for name, launch in launches(shape).items()}
+        for shape in SHAPES
+    }))

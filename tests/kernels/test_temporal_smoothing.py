@@ -276,7 +276,7 @@ def test_groups_that_cannot_all_be_resident_are_refused():
         ((512, 8, 8, 16, 16), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=16)),
         ((256, 16, 16, 64, 64), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=8)),
         ((8, 16, 4, 64, 64), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
-        ((8, 16, 1, 64, 64), torch.bfloat16, LaunchConfig("tiles", 64, num_warps=2, frames_per_iteration=8)),
+        ((16, 16, 1, 64, 64), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
         ((16, 16, 16, 32, 32), torch.float32, LaunchConfig("tiles", 1024, num_warps=2, frames_per_iteration=8)),
     ],
     ids=str,
