@@ -457,6 +457,12 @@ def _blocks(c: int, pixels: int, tile_elements: int) -> tuple[int, int]:
     return block_c, block_p
 
 
+def _merge_rows(parts: int, block_c: int) -> int:
+    """BLOCK_T of `_sigma_from_moments`: rows of moments loaded at once when merging a video's `parts` tiles or
+    chunks, at most _MOMENT_ROWS moments in all."""
+    return min(triton.next_power_of_2(parts), max(1, _MOMENT_ROWS // block_c))
+
+
 def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:
     b, f, c, h, w = x.shape
     pixels = h * w
@@ -468,7 +474,7 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
             f"{config} splits {f} frames into {runs} runs, more than the {_MAX_GRID_YZ} a launch grid's dimension "
             "holds: raise frames_per_iteration or use another kind"
         )
-    block_t = min(triton.next_power_of_2(n_tiles), max(1, _MOMENT_ROWS // block_c))
+    block_t = _merge_rows(n_tiles, block_c)
     blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration,
               "num_warps": config.num_warps}
     for first in range(0, b, _MAX_GRID_YZ):  # videos lie along the grids' last dimension
@@ -520,7 +526,7 @@ def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, conf
     _group_kernel[(groups * n_chunks,)](
         x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, *x.stride()[:3], stride_p, *out.stride()[:3],
         SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
-        BLOCK_T=min(triton.next_power_of_2(n_chunks), max(1, _MOMENT_ROWS // block_c)),
+        BLOCK_T=_merge_rows(n_chunks, block_c),
         ARRIVAL_STRIDE=_ARRIVAL_STRIDE, num_warps=config.num_warps,
     )
 

@@ -46,7 +46,7 @@ def launches(shape: tuple[int, ...]) -> dict[str, tuple]:
     if config.kind == "groups":
         block_f, block_c, block_p, n_chunks = kernels._group_blocks(f, c, pixels, config.tile_elements)
         values = {"n_chunks": n_chunks, "BLOCK_F": block_f, "BLOCK_C": block_c, "BLOCK_P": block_p,
-                  "BLOCK_T": triton.next_power_of_2(n_chunks), "ARRIVAL_STRIDE": kernels._ARRIVAL_STRIDE}
+                  "BLOCK_T": kernels._merge_rows(n_chunks, block_c), "ARRIVAL_STRIDE": kernels._ARRIVAL_STRIDE}
         return {"groups": (kernels._group_kernel, config.num_warps, {**common, **values})}
     block_c, block_p = kernels._blocks(c, pixels, config.tile_elements)
     blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration}
@@ -54,7 +54,7 @@ def launches(shape: tuple[int, ...]) -> dict[str, tuple]:
         values = {**common, **blocks, "ONE_TILE": block_p >= pixels}
         return {"videos": (kernels._video_kernel, config.num_warps, values)}
     n_tiles = triton.cdiv(pixels, block_p)
-    values = {**common, **blocks, "n_tiles": n_tiles, "BLOCK_T": triton.next_power_of_2(n_tiles)}
+    values = {**common, **blocks, "n_tiles": n_tiles, "BLOCK_T": kernels._merge_rows(n_tiles, block_c)}
     return {"tiles, moments": (kernels._moments_kernel, config.num_warps, values),
             "tiles, replacement": (kernels._smoothing_kernel, config.num_warps, values)}
 
