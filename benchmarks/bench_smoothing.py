@@ -188,8 +188,8 @@ SWEPT = (
     [LaunchConfig("tiles", tile, warps, None, frames) for tile in (256, 1024, 4096) for warps in (2, 4, 8)
      for frames in (2, 4, 8, 16)]
     + [LaunchConfig("videos", 4096, warps, None, frames) for warps in (4, 8, 16) for frames in (1, 2, 4, 8, 16)]
-    + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192, 16384)
-       for warps in (tile // 2048, tile // 1024) for programs in (1, 4)]
+    + [LaunchConfig("groups", tile, warps, programs) for tile in (2048, 4096, 8192) for warps in (1, 2, 4, 8)
+       if 8 <= tile // (32 * warps) <= 128 for programs in (None, 1)]
 )
 
 

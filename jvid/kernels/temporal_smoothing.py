@@ -34,8 +34,10 @@ contiguous copy. The output is a new contiguous tensor.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from typing import no_type_check
 
@@ -43,6 +45,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.compiler import CompiledKernel
 from triton.runtime import JITFunction
 
 from jvid._checks import int_at_least
@@ -54,7 +57,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
 _TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
-_GROUP_ELEMENTS = 2048  # elements of a video each program of a group holds, by default
+# Group launches `default_config` tries, in order: (elements of a video a program holds, warps). On an H200 four
+# programs of either fit on a multiprocessor at once for 16-frame, 4-channel latents; more elements a thread cost
+# registers, fewer make more programs.
+_GROUP_LAUNCHES = ((2048, 4), (4096, 2))
+_GROUP_PROGRAMS_PER_SM = 4
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 _MAX_GRID_YZ = 65535  # CUDA's bound on a launch grid's second and third dimensions
 
@@ -382,8 +389,9 @@ class LaunchConfig:
     """How the kernels cover the latents (every way gives the same result):
 
     - "groups" (`_group_kernel`, one launch, x read once): a group of programs per video, each holding a pixel chunk
-      of all frames and channels, at most `tile_elements` elements (padded to powers of two), in registers. The grid
-      never exceeds `programs_per_sm` (default 1) programs per multiprocessor, so that all are resident together.
+      of all frames and channels, at most `tile_elements` elements (padded to powers of two; at least 16 pixels), in
+      registers. The grid never exceeds `programs_per_sm` programs per multiprocessor (None: as many as fit there
+      at once, by CUDA's occupancy calculator), so that all are resident together.
     - "videos" (`_video_kernel`, one launch): whole videos per program, walked in tiles of `tile_elements`;
       `programs_per_sm` caps the grid (None: one program per video).
     - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video) for μ, then one per
@@ -414,8 +422,8 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
-    that fill a tile); groups of one-warp programs holding 2048 elements each when one round of them covers the
-    batch; otherwise pixel tiles 64 pixels wide (wider for 1-2 channels), each program taking two frames with 4
+    that fill a tile); groups of programs holding 2048 elements (4 warps) or else 4096 (2 warps) when one round of
+    them, four programs a multiprocessor, covers the batch; otherwise pixel tiles 64 pixels wide (wider for 1-2 channels), each program taking two frames with 4
     warps when there are fewer tiles than multiprocessors, else eight frames with 2 warps (more would leave each
     thread one element, moved two bytes at a time)."""
     b, f, c, h, w = shape
@@ -425,8 +433,14 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         per_thread = max(1, math.prod(_blocks(c, h * w, 4096)) // 256)  # tile elements each thread of 8 warps holds
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=min(16, 128 // per_thread))
-    if b * _group_blocks(f, c, h * w, _GROUP_ELEMENTS)[3] <= multiprocessors:
-        return LaunchConfig("groups", _GROUP_ELEMENTS, num_warps=1)
+    # The interpreter runs one program at a time. On a GPU one program a multiprocessor always fits, so a group
+    # never outgrows the chip, wherever fewer than _GROUP_PROGRAMS_PER_SM fit.
+    per_sm = _GROUP_PROGRAMS_PER_SM if device.type == "cuda" else 1
+    for elements, warps in _GROUP_LAUNCHES:
+        block_f, block_c, block_p, n_chunks = _group_blocks(f, c, h * w, elements)
+        if (block_f * block_c * block_p <= elements and n_chunks <= multiprocessors
+                and b * n_chunks <= per_sm * multiprocessors):
+            return LaunchConfig("groups", elements, num_warps=warps)
     # Rows of 64 pixels, so fewer with many channels, but at least 256 elements (the 4-channel tile) in all.
     tile = min(max(_TILE_PIXELS * triton.next_power_of_2(c), 256), 4096)
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
@@ -513,25 +527,54 @@ def _launch_groups(x: Tensor, stride_p: int, out: Tensor, threshold: float, conf
     b, f, c, h, w = x.shape
     pixels = h * w
     block_f, block_c, block_p, n_chunks = _group_blocks(f, c, pixels, config.tile_elements)
-    resident = (config.programs_per_sm or 1) * _multiprocessors(x.device) if x.is_cuda else 1
+    moments = torch.empty((b, n_chunks, 2, c), dtype=torch.float32, device=x.device)
+    arrivals = torch.zeros(b * _ARRIVAL_STRIDE, dtype=torch.int32, device=x.device)
+    args = (x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, *x.stride()[:3], stride_p,
+            *out.stride()[:3])
+    meta = {"SIGMA_FLOOR": SIGMA_FLOOR, "BLOCK_F": block_f, "BLOCK_C": block_c, "BLOCK_P": block_p,
+            "BLOCK_T": _merge_rows(n_chunks, block_c), "ARRIVAL_STRIDE": _ARRIVAL_STRIDE,
+            "num_warps": config.num_warps}
+    if x.is_cuda:
+        fit = _resident_per_multiprocessor(_group_kernel.warmup(*args, grid=(1,), **meta))
+        if config.programs_per_sm is not None and config.programs_per_sm > fit:
+            raise ValueError(
+                f"{config} asks for {config.programs_per_sm} programs per multiprocessor, but only {fit} of this "
+                f"launch's programs fit on one at once: lower programs_per_sm or leave it None"
+            )
+        resident = (config.programs_per_sm or fit) * _multiprocessors(x.device)
+    else:
+        resident = 1
     if n_chunks > resident:
         where = f"{resident} can be resident" if x.is_cuda else "the interpreter runs one program at a time"
         raise ValueError(
             f"{config} splits each video of shape {tuple(x.shape[1:])} into {n_chunks} chunks, which must all run at "
             f"once, but {where}: raise tile_elements or use another kind"
         )
-    groups = min(b, resident // n_chunks)
-    moments = torch.empty((b, n_chunks, 2, c), dtype=torch.float32, device=x.device)
-    arrivals = torch.zeros(b * _ARRIVAL_STRIDE, dtype=torch.int32, device=x.device)
-    _group_kernel[(groups * n_chunks,)](
-        x, out, moments, arrivals, threshold, b, f, c, pixels, n_chunks, *x.stride()[:3], stride_p, *out.stride()[:3],
-        SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_F=block_f, BLOCK_C=block_c, BLOCK_P=block_p,
-        BLOCK_T=_merge_rows(n_chunks, block_c),
-        ARRIVAL_STRIDE=_ARRIVAL_STRIDE, num_warps=config.num_warps,
-    )
+    _group_kernel[(min(b, resident // n_chunks) * n_chunks,)](*args, **meta)
 
 
 _LAUNCHERS = {"groups": _launch_groups, "videos": _launch_per_video, "tiles": _launch_tiled}
+
+
+@functools.lru_cache
+def _resident_per_multiprocessor(kernel: CompiledKernel) -> int:
+    """How many programs of a compiled kernel one multiprocessor holds at once, as CUDA's occupancy calculator
+    counts their warps, registers and shared memory."""
+    kernel._init_handles()  # loads the kernel's module, if no launch has yet
+    count = ctypes.c_int()
+    status = _driver().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        ctypes.byref(count), ctypes.c_void_p(kernel.function), ctypes.c_int(32 * kernel.metadata.num_warps),
+        ctypes.c_size_t(kernel.metadata.shared),
+    )
+    if status != 0:
+        raise RuntimeError(f"cuOccupancyMaxActiveBlocksPerMultiprocessor failed with CUDA error {status}")
+    return count.value
+
+
+@functools.lru_cache
+def _driver() -> ctypes.CDLL:
+    """The CUDA driver library, which every process that runs CUDA kernels has loaded."""
+    return ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
 
 
 @functools.lru_cache

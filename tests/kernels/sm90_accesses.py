@@ -25,11 +25,13 @@ SHAPES = [
     (256, 16, 4, 32, 32),  # whole videos, one tile a frame
     (256, 16, 4, 64, 64),  # whole videos, several tiles a frame
     (256, 16, 4, 8, 8),  # whole videos, 16 frames in flight
-    (4, 16, 4, 32, 32),  # groups
-    (5, 16, 4, 32, 32),  # fewer tiles than multiprocessors
-    (8, 16, 4, 64, 64),  # more tiles than multiprocessors
+    (4, 16, 4, 32, 32),  # groups of 2048 elements
+    (8, 16, 4, 64, 64),  # groups of 4096 elements
+    (16, 16, 1, 64, 64),  # groups, one channel
+    (2, 128, 4, 16, 16),  # fewer tiles than multiprocessors
+    (8, 16, 4, 128, 128),  # more tiles than multiprocessors
     (16, 16, 16, 32, 32),  # 16 channels
-    (16, 16, 1, 64, 64),  # one channel
+    (16, 16, 1, 128, 128),  # tiles, one channel
 ]
 MULTIPROCESSORS = 132
 

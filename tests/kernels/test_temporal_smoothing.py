@@ -259,24 +259,36 @@ def test_bad_launch_config_is_rejected(fields, message):
 
 def test_groups_that_cannot_all_be_resident_are_refused():
     # 16 frames x 4 channels x 16 pixels a program: a 64x64 video needs 256 programs waiting for each other, more than
-    # the interpreter (one at a time) or a GPU of fewer than 256 multiprocessors runs at once.
+    # the interpreter (one at a time) or one program on each of fewer than 256 multiprocessors runs at once.
     x = random_latents((1, 16, 4, 64, 64), seed=0)
     with pytest.raises(ValueError, match="256 chunks, which must all run at once"):
-        fused_temporal_smoothing(x, 2.0, LaunchConfig("groups", tile_elements=1024))
+        fused_temporal_smoothing(x, 2.0, LaunchConfig("groups", tile_elements=1024, programs_per_sm=1))
+
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="occupancy is a GPU's; the interpreter runs one program at a time")
+def test_groups_asking_for_more_programs_than_fit_are_refused():
+    # 32 warps a program: a multiprocessor holds at most two (64 warps).
+    x = random_latents((1, 16, 4, 8, 8), seed=0)
+    with pytest.raises(ValueError, match="asks for 3 programs per multiprocessor, but only"):
+        fused_temporal_smoothing(x, 2.0, LaunchConfig("groups", num_warps=32, programs_per_sm=3))
 
 
 @pytest.mark.parametrize(
     ("shape", "dtype", "expected"),
     [
-        ((4, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("groups", 2048, num_warps=1)),
-        ((5, 16, 4, 32, 32), torch.float32, LaunchConfig("tiles", 256, num_warps=4, frames_per_iteration=2)),
+        ((4, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("groups", 2048, num_warps=4)),
+        ((16, 16, 4, 32, 32), torch.float32, LaunchConfig("groups", 2048, num_warps=4)),
+        ((8, 16, 4, 64, 64), torch.bfloat16, LaunchConfig("groups", 4096, num_warps=2)),
+        ((16, 16, 1, 64, 64), torch.bfloat16, LaunchConfig("groups", 2048, num_warps=4)),
+        ((1, 16, 4, 256, 256), torch.float32, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
+        ((2, 128, 4, 16, 16), torch.float32, LaunchConfig("tiles", 256, num_warps=4, frames_per_iteration=2)),
         ((256, 16, 4, 32, 32), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)),
         ((256, 16, 4, 32, 32), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=8)),
         ((256, 16, 4, 8, 8), torch.bfloat16, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=16)),
         ((512, 8, 8, 16, 16), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=16)),
         ((256, 16, 16, 64, 64), torch.float32, LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=8)),
-        ((8, 16, 4, 64, 64), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
-        ((16, 16, 1, 64, 64), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
+        ((8, 16, 4, 128, 128), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
+        ((16, 16, 1, 128, 128), torch.bfloat16, LaunchConfig("tiles", 256, num_warps=2, frames_per_iteration=8)),
         ((16, 16, 16, 32, 32), torch.float32, LaunchConfig("tiles", 1024, num_warps=2, frames_per_iteration=8)),
     ],
     ids=str,
