@@ -32,6 +32,7 @@ SIZES = [
     (4, 16, 4, 32, 32),  # one guided batch of the demo's size
     (256, 16, 4, 8, 8),  # 64x64 videos
     (8, 16, 4, 64, 64),  # 512x512 videos
+    (8, 16, 4, 128, 128),  # 1024x1024 videos
     (16, 16, 16, 32, 32),  # 16-channel latents
 ]
 CPU_SIZE = (2, 8, 4, 16, 16)

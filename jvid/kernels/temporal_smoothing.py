@@ -18,9 +18,10 @@ c-vector at (f, p) becomes μ[:, p] where D < threshold.
   stay there: on an H100, 1.55 reads of a 256-video bf16 batch from memory, 2 in float32; Nsight Compute,
   benchmarks/NOTES.md).
 - Pixel tiles, two launches, otherwise: `_moments_kernel` writes each (tile, video)'s μ (float32) and the moments of
-  that μ, and `_smoothing_kernel`, one program per (tile, run of frames, video), merges the moments into σ_c, reads
-  its μ back and sweeps its frames. It takes the videos in the reverse order, so that the last ones read are still
-  in cache. x is read twice from memory at worst, plus μ (4·c·h·w bytes a video) and 8·c bytes of moments per tile.
+  that μ, and `_smoothing_kernel`, one program per (row of pixels, run of frames, video), merges the moments into
+  σ_c, reads its μ back and sweeps its frames. Its rows are its own, wider than the moments' tiles: each thread
+  holds all channels of a 16-byte vector of pixels. It takes the videos in the reverse order, so that the last ones
+  read are still in cache. x is read twice from memory at worst, plus μ (4·c·h·w bytes a video) and 8·c bytes of moments per tile.
 
 Moments are merged by the law of total variance, which has no cancellation. The video and tile kernels' tiles are
 (channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each thread's
@@ -64,6 +65,7 @@ _GROUP_LAUNCHES = ((2048, 4), (4096, 2))
 _GROUP_PROGRAMS_PER_SM = 4
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 _MAX_GRID_YZ = 65535  # CUDA's bound on a launch grid's second and third dimensions
+_REPLACEMENT_VALUES = 128  # latents each thread of the tile pair's replacement kernel holds in flight
 
 
 # Triton must see the plain function, so `no_type_check` tells jaxtyping's import hook (used by the test run) to
@@ -203,17 +205,19 @@ def _smoothing_kernel(
     SIGMA_FLOOR: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    MOMENT_P: tl.constexpr,
     BLOCK_T: tl.constexpr,
     UNROLL: tl.constexpr,
 ):
-    """The replacement of UNROLL frames of a (pixel tile, video), given the moments kernel's μ and moments."""
+    """The replacement of UNROLL frames of a (pixel tile, video), given the moments kernel's μ and the moments of its
+    tiles of MOMENT_P pixels; this kernel's own tiles are BLOCK_P pixels wide."""
     tile = tl.program_id(0)
     first_frame = tl.program_id(1) * UNROLL
     # Videos in the reverse of the moments kernel's order: the last videos it read are the likeliest still in cache.
     video = (tl.num_programs(2) - 1 - tl.program_id(2)).to(tl.int64)
 
     sigma = _sigma_from_moments(moments_ptr + video * n_tiles * 2 * channels, n_tiles, channels, pixels, SIGMA_FLOOR,
-                                BLOCK_C, BLOCK_P, BLOCK_T)[:, None]
+                                BLOCK_C, MOMENT_P, BLOCK_T)[:, None]
 
     c = tl.arange(0, BLOCK_C)[:, None]
     p = tile * BLOCK_P + tl.arange(0, BLOCK_P)[None, :]
@@ -394,11 +398,14 @@ class LaunchConfig:
       at once, by CUDA's occupancy calculator), so that all are resident together.
     - "videos" (`_video_kernel`, one launch): whole videos per program, walked in tiles of `tile_elements`;
       `programs_per_sm` caps the grid (None: one program per video).
-    - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video) for μ, then one per
-      (pixel tile, `frames_per_iteration` frames, video) for the replacement.
+    - "tiles" (`_moments_kernel` then `_smoothing_kernel`): a program per (pixel tile, video) for μ and its tile's
+      moments, then one per (row of pixels, run of frames, video) for the replacement. The replacement's rows,
+      warps and runs do not depend on the config: each thread holds all channels of a 16-byte vector of pixels,
+      so that the sum over channels stays in its registers (`_replacement_blocks`).
 
-    `num_warps` is the warps of each program; `frames_per_iteration` the frames whose loads the "videos" and "tiles"
-    kernels issue together in their frame loops (more loads in flight, more registers)."""
+    `num_warps` is the warps of each program (of the moments kernel for "tiles"); `frames_per_iteration` the frames
+    whose loads the "videos" and moments kernels issue together in their frame loops (more loads in flight, more
+    registers)."""
 
     kind: str
     tile_elements: int = 4096
@@ -423,9 +430,10 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
     that fill a tile); groups of programs holding 2048 elements (4 warps) or else 4096 (2 warps) when one round of
-    them, four programs a multiprocessor, covers the batch; otherwise pixel tiles 64 pixels wide (wider for 1-2 channels), each program taking two frames with 4
-    warps when there are fewer tiles than multiprocessors, else eight frames with 2 warps (more would leave each
-    thread one element, moved two bytes at a time)."""
+    them, four programs a multiprocessor, covers the batch; otherwise the tile pair, whose moments kernel takes tiles
+    64 pixels wide (wider for 1-2 channels) with two frames and 4 warps when there are fewer tiles than
+    multiprocessors, else eight frames and 2 warps (more would leave each thread one element, moved two bytes at a
+    time)."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -482,26 +490,39 @@ def _launch_tiled(x: Tensor, stride_p: int, out: Tensor, threshold: float, confi
     pixels = h * w
     block_c, block_p = _blocks(c, pixels, config.tile_elements)
     n_tiles = triton.cdiv(pixels, block_p)
-    runs = triton.cdiv(f, config.frames_per_iteration)
+    row, warps, frames = _replacement_blocks(c, pixels, x.element_size())
+    runs = triton.cdiv(f, frames)
     if runs > _MAX_GRID_YZ:
         raise ValueError(
-            f"{config} splits {f} frames into {runs} runs, more than the {_MAX_GRID_YZ} a launch grid's dimension "
-            "holds: raise frames_per_iteration or use another kind"
+            f"the replacement kernel splits {f} frames into {runs} runs of {frames}, more than the {_MAX_GRID_YZ} a "
+            "launch grid's dimension holds: use another kind"
         )
-    block_t = _merge_rows(n_tiles, block_c)
-    blocks = {"BLOCK_C": block_c, "BLOCK_P": block_p, "UNROLL": config.frames_per_iteration,
-              "num_warps": config.num_warps}
     for first in range(0, b, _MAX_GRID_YZ):  # videos lie along the grids' last dimension
         x_part, out_part = x[first:first + _MAX_GRID_YZ], out[first:first + _MAX_GRID_YZ]
         videos = x_part.shape[0]
         strides = (x_part.stride(0), x_part.stride(1), x_part.stride(2), stride_p)
         mu = torch.empty((videos, c, pixels), dtype=torch.float32, device=x.device)
         moments = torch.empty((videos, n_tiles, 2, c), dtype=torch.float32, device=x.device)
-        _moments_kernel[(n_tiles, videos)](x_part, mu, moments, f, c, pixels, n_tiles, *strides, **blocks)
-        _smoothing_kernel[(n_tiles, runs, videos)](
+        _moments_kernel[(n_tiles, videos)](x_part, mu, moments, f, c, pixels, n_tiles, *strides, BLOCK_C=block_c,
+                                           BLOCK_P=block_p, UNROLL=config.frames_per_iteration,
+                                           num_warps=config.num_warps)
+        _smoothing_kernel[(triton.cdiv(pixels, row), runs, videos)](
             x_part, out_part, mu, moments, threshold, f, c, pixels, n_tiles, *strides, *out_part.stride()[:3],
-            SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_T=block_t, **blocks,
+            SIGMA_FLOOR=SIGMA_FLOOR, BLOCK_C=block_c, BLOCK_P=row, MOMENT_P=block_p,
+            BLOCK_T=_merge_rows(n_tiles, block_c), UNROLL=frames, num_warps=warps,
         )
+
+
+def _replacement_blocks(c: int, pixels: int, itemsize: int) -> tuple[int, int, int]:
+    """(BLOCK_P, num_warps, UNROLL) of the tile pair's replacement kernel: every thread holds all channels of one
+    16-byte vector of pixels (fewer pixels where that would pass _REPLACEMENT_VALUES), so that D's sum over channels
+    stays in its registers; rows of up to 4 warps, and frames in flight until each thread has about
+    _REPLACEMENT_VALUES values."""
+    block_c, row_max = triton.next_power_of_2(c), triton.next_power_of_2(pixels)
+    vector = max(1, min(16 // itemsize, _REPLACEMENT_VALUES // block_c))
+    warps = max(1, min(4, row_max // (32 * vector)))
+    frames = max(1, min(16, _REPLACEMENT_VALUES // (block_c * vector)))
+    return min(32 * warps * vector, row_max), warps, frames
 
 
 def _launch_per_video(x: Tensor, stride_p: int, out: Tensor, threshold: float, config: LaunchConfig) -> None:

@@ -56,9 +56,11 @@ def launches(shape: tuple[int, ...]) -> dict[str, tuple]:
         values = {**common, **blocks, "ONE_TILE": block_p >= pixels}
         return {"videos": (kernels._video_kernel, config.num_warps, values)}
     n_tiles = triton.cdiv(pixels, block_p)
-    values = {**common, **blocks, "n_tiles": n_tiles, "BLOCK_T": kernels._merge_rows(n_tiles, block_c)}
-    return {"tiles, moments": (kernels._moments_kernel, config.num_warps, values),
-            "tiles, replacement": (kernels._smoothing_kernel, config.num_warps, values)}
+    row, warps, frames = kernels._replacement_blocks(c, pixels, torch.bfloat16.itemsize)
+    replacement = {**common, "n_tiles": n_tiles, "BLOCK_C": block_c, "BLOCK_P": row, "MOMENT_P": block_p,
+                   "BLOCK_T": kernels._merge_rows(n_tiles, block_c), "UNROLL": frames}
+    return {"tiles, moments": (kernels._moments_kernel, config.num_warps, {**common, **blocks, "n_tiles": n_tiles}),
+            "tiles, replacement": (kernels._smoothing_kernel, warps, replacement)}
 
 
 def compiled(kernel, num_warps: int, values: dict) -> dict:

@@ -303,8 +303,17 @@ def test_batches_beyond_a_launch_grid_are_split_and_frames_beyond_it_refused(mon
     monkeypatch.setattr(kernel_module, "_MAX_GRID_YZ", 2)
     config = LaunchConfig("tiles", frames_per_iteration=2)
     assert_matches_reference(random_latents((5, 4, 2, 4, 3), seed=3), 2.0, config)  # videos in slices of 2, 2, 1
-    with pytest.raises(ValueError, match="splits 5 frames into 3 runs"):
-        fused_temporal_smoothing(random_latents((1, 5, 2, 4, 3), seed=3), 2.0, config)
+    # The replacement kernel takes float32 frames of 2 channels 16 at a time (8 values of each pixel a thread).
+    with pytest.raises(ValueError, match="splits 40 frames into 3 runs of 16"):
+        fused_temporal_smoothing(random_latents((1, 40, 2, 4, 3), seed=3), 2.0, config)
+
+
+@pytest.mark.parametrize("tile_elements", [32, 4096])
+def test_replacement_rows_wider_and_narrower_than_the_moment_tiles(tile_elements):
+    # 2304 pixels of one float32 channel: the replacement's rows are 512 pixels (4 warps of 4-pixel vectors), the
+    # moments' tiles 32 or 4096 (all pixels), so σ_c merges 72 tiles or one, and rows straddle tiles or lie in one.
+    assert kernel_module._replacement_blocks(1, 48 * 48, 4) == (512, 4, 16)
+    assert_matches_reference(random_latents((2, 3, 1, 48, 48), seed=5), 2.0, LaunchConfig("tiles", tile_elements))
 
 
 def test_empty_latents_give_an_empty_result():
