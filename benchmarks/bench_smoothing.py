@@ -34,6 +34,7 @@ SIZES = [
     (8, 16, 4, 64, 64),  # 512x512 videos
     (8, 16, 4, 128, 128),  # 1024x1024 videos
     (16, 16, 16, 32, 32),  # 16-channel latents
+    (2, 128, 4, 16, 16),  # two 128-frame videos of 128x128 pixels
 ]
 CPU_SIZE = (2, 8, 4, 16, 16)
 DTYPES = [torch.bfloat16, torch.float32]

@@ -58,11 +58,10 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
 _TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
-# Group launches `default_config` tries, in order: (elements of a video a program holds, warps). On an H200 four
-# programs of either fit on a multiprocessor at once for 16-frame, 4-channel latents; more elements a thread cost
-# registers, fewer make more programs.
-_GROUP_LAUNCHES = ((2048, 4), (4096, 2))
-_GROUP_PROGRAMS_PER_SM = 4
+# Group launches `default_config` tries, in order: (elements of a video a program holds, warps, programs of it a
+# multiprocessor holds at once on an H200 for 4-channel latents). More elements a thread cost registers, fewer make
+# more programs; the last is for long videos, whose chunks of 16 pixels exceed 4096 elements.
+_GROUP_LAUNCHES = ((2048, 4, 4), (4096, 2, 4), (8192, 8, 1))
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 _MAX_GRID_YZ = 65535  # CUDA's bound on a launch grid's second and third dimensions
 _REPLACEMENT_VALUES = 128  # latents each thread of the tile pair's replacement kernel holds in flight
@@ -429,11 +428,10 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
-    that fill a tile); groups of programs holding 2048 elements (4 warps) or else 4096 (2 warps) when one round of
-    them, four programs a multiprocessor, covers the batch; otherwise the tile pair, whose moments kernel takes tiles
+    that fill a tile); groups of programs holding 2048 elements (4 warps), else 4096 (2 warps), else 8192 (8 warps,
+    long videos) when one round of them covers the batch; otherwise the tile pair, whose moments kernel takes tiles
     64 pixels wide (wider for 1-2 channels) with two frames and 4 warps when there are fewer tiles than
-    multiprocessors, else eight frames and 2 warps (more would leave each thread one element, moved two bytes at a
-    time)."""
+    multiprocessors, else tiles of 512 elements with eight frames and 4 warps."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -441,19 +439,18 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
             return LaunchConfig("videos", 4096, num_warps=4, frames_per_iteration=2)
         per_thread = max(1, math.prod(_blocks(c, h * w, 4096)) // 256)  # tile elements each thread of 8 warps holds
         return LaunchConfig("videos", 4096, num_warps=8, frames_per_iteration=min(16, 128 // per_thread))
-    # The interpreter runs one program at a time. On a GPU one program a multiprocessor always fits, so a group
-    # never outgrows the chip, wherever fewer than _GROUP_PROGRAMS_PER_SM fit.
-    per_sm = _GROUP_PROGRAMS_PER_SM if device.type == "cuda" else 1
-    for elements, warps in _GROUP_LAUNCHES:
+    # One round of groups, and chunks no larger than asked for. The interpreter runs one program at a time. On a GPU
+    # one program a multiprocessor always fits, so a group never outgrows the chip, wherever fewer fit than assumed.
+    for elements, warps, per_sm in _GROUP_LAUNCHES:
         block_f, block_c, block_p, n_chunks = _group_blocks(f, c, h * w, elements)
-        if (block_f * block_c * block_p <= elements and n_chunks <= multiprocessors
-                and b * n_chunks <= per_sm * multiprocessors):
+        resident = (per_sm if device.type == "cuda" else 1) * multiprocessors
+        if block_f * block_c * block_p <= elements and n_chunks <= multiprocessors and b * n_chunks <= resident:
             return LaunchConfig("groups", elements, num_warps=warps)
     # Rows of 64 pixels, so fewer with many channels, but at least 256 elements (the 4-channel tile) in all.
     tile = min(max(_TILE_PIXELS * triton.next_power_of_2(c), 256), 4096)
     if b * triton.cdiv(h * w, _blocks(c, h * w, tile)[1]) < multiprocessors:
         return LaunchConfig("tiles", tile, num_warps=4, frames_per_iteration=2)
-    return LaunchConfig("tiles", tile, num_warps=2, frames_per_iteration=8)
+    return LaunchConfig("tiles", 512, num_warps=4, frames_per_iteration=8)
 
 
 def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchConfig | None = None) -> Latents:

@@ -28,7 +28,8 @@ SHAPES = [
     (4, 16, 4, 32, 32),  # groups of 2048 elements
     (8, 16, 4, 64, 64),  # groups of 4096 elements
     (16, 16, 1, 64, 64),  # groups, one channel
-    (2, 128, 4, 16, 16),  # fewer tiles than multiprocessors
+    (2, 128, 4, 16, 16),  # groups of 8192 elements: long videos
+    (1, 256, 4, 16, 16),  # fewer tiles than multiprocessors
     (8, 16, 4, 128, 128),  # more tiles than multiprocessors
     (16, 16, 16, 32, 32),  # 16 channels
     (16, 16, 1, 128, 128),  # tiles, one channel
