@@ -60,8 +60,8 @@ _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
 _TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
 # Group launches `default_config` tries, in order: (elements of a video a program holds, warps, programs of it a
 # multiprocessor holds at once on an H200 for 4-channel latents). More elements a thread cost registers, fewer make
-# more programs; the last is for long videos, whose chunks of 16 pixels exceed 4096 elements.
-_GROUP_LAUNCHES = ((2048, 4, 4), (4096, 2, 4), (8192, 8, 1))
+# more programs; the last two are for long videos, whose chunks of 16 pixels exceed 4096 elements.
+_GROUP_LAUNCHES = ((2048, 4, 4), (4096, 2, 4), (8192, 4, 2), (16384, 8, 1))
 _ARRIVAL_STRIDE = 32  # int32s between two videos' arrival counters: one 128-byte cache line each
 _MAX_GRID_YZ = 65535  # CUDA's bound on a launch grid's second and third dimensions
 _REPLACEMENT_VALUES = 128  # latents each thread of the tile pair's replacement kernel holds in flight
@@ -428,8 +428,8 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     """The fastest launch of an H200 sweep for each regime (benchmarks/bench_smoothing.py --sweep, figures in
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
-    that fill a tile); groups of programs holding 2048 elements (4 warps), else 4096 (2 warps), else 8192 (8 warps,
-    long videos) when one round of them covers the batch; otherwise the tile pair, whose moments kernel takes tiles
+    that fill a tile); groups of programs holding 2048 elements (4 warps), else 4096 (2 warps), else for long videos
+    8192 (4 warps) or 16384 (8 warps), when one round of them covers the batch; otherwise the tile pair, whose moments kernel takes tiles
     64 pixels wide (wider for 1-2 channels) with two frames and 4 warps when there are fewer tiles than
     multiprocessors, else tiles of 512 elements with eight frames and 4 warps."""
     b, f, c, h, w = shape

@@ -29,7 +29,8 @@ SHAPES = [
     (8, 16, 4, 64, 64),  # groups of 4096 elements
     (16, 16, 1, 64, 64),  # groups, one channel
     (2, 128, 4, 16, 16),  # groups of 8192 elements: long videos
-    (1, 256, 4, 16, 16),  # fewer tiles than multiprocessors
+    (1, 256, 4, 16, 16),  # groups of 16384 elements
+    (1, 512, 4, 16, 16),  # fewer tiles than multiprocessors
     (8, 16, 4, 128, 128),  # more tiles than multiprocessors
     (16, 16, 16, 32, 32),  # 16 channels
     (16, 16, 1, 128, 128),  # tiles, one channel
