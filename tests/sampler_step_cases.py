@@ -49,7 +49,7 @@ def affine_run(solver: str) -> AffineRun:
     return chosen.start(NoiseSchedule.linear(1000), NUM_STEPS, gamma=0.7)
 
 
-def coefficient_table(run: AffineRun, device: str) -> torch.Tensor:
+def coefficient_table(run: AffineRun, device: torch.device | str) -> torch.Tensor:
     """Rows (a_i, b_i, σ_i) in float32: the values AffineRun.step's float32 arithmetic uses."""
     table = torch.tensor([run.x_coef, run.eps_coef, run.noise_std], dtype=torch.float64).T
     return table.to(device=device, dtype=torch.float32).contiguous()
@@ -69,7 +69,7 @@ class StepCase:
 
     @property
     def coefficients(self) -> torch.Tensor:
-        return coefficient_table(self.run, self.x.device.type)
+        return coefficient_table(self.run, self.x.device)
 
     def step_tensor(self, dtype: torch.dtype = torch.int64) -> torch.Tensor:
         return torch.tensor(self.index, dtype=dtype, device=self.x.device)

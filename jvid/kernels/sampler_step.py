@@ -24,6 +24,7 @@ import triton.language as tl
 from jaxtyping import Float, Int32, Integer
 from torch import Tensor
 
+from jvid.kernels.launch import on_device_of
 from jvid.kernels.rounding import round_to
 from jvid.kernels.temporal_smoothing import SUPPORTED_DTYPES, is_interpreted
 from jvid.samplers.step import check_step_inputs
@@ -161,33 +162,34 @@ def fused_sampler_step(
     grid = (batch * frames, triton.cdiv(channels, block_c) * pixel_tiles)
     if grid[1] > _MAX_TILES:
         raise ValueError(f"a frame of shape {tuple(x.shape[2:])} needs {grid[1]} tiles, over the grid's {_MAX_TILES}")
-    _sampler_step_kernel[grid](
-        x,
-        eps,
-        noise,
-        shared_noise,
-        out,
-        coefficients,
-        step,
-        nonfinite,
-        float(guidance_scale) if guidance_scale is not None else 0.0,
-        math.sqrt(1.0 - shared_ratio),
-        math.sqrt(shared_ratio),
-        batch,
-        frames,
-        channels,
-        h * w,
-        pixel_tiles,
-        *x.stride()[:3],
-        *eps.stride()[:3],
-        *(noise.stride()[:3] if noise is not None else (0, 0, 0)),
-        *((shared_noise.stride(0), shared_noise.stride(2)) if shared_noise is not None else (0, 0)),
-        *out.stride()[:3],
-        GUIDED=guidance_scale is not None,
-        BLOCK_C=block_c,
-        BLOCK_P=block_p,
-        num_warps=num_warps,
-    )
+    with on_device_of(x):
+        _sampler_step_kernel[grid](
+            x,
+            eps,
+            noise,
+            shared_noise,
+            out,
+            coefficients,
+            step,
+            nonfinite,
+            float(guidance_scale) if guidance_scale is not None else 0.0,
+            math.sqrt(1.0 - shared_ratio),
+            math.sqrt(shared_ratio),
+            batch,
+            frames,
+            channels,
+            h * w,
+            pixel_tiles,
+            *x.stride()[:3],
+            *eps.stride()[:3],
+            *(noise.stride()[:3] if noise is not None else (0, 0, 0)),
+            *((shared_noise.stride(0), shared_noise.stride(2)) if shared_noise is not None else (0, 0)),
+            *out.stride()[:3],
+            GUIDED=guidance_scale is not None,
+            BLOCK_C=block_c,
+            BLOCK_P=block_p,
+            num_warps=num_warps,
+        )
     return out
 
 

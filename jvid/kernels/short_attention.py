@@ -28,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from jvid._checks import int_at_least
+from jvid.kernels.launch import on_device_of
 from jvid.kernels.rounding import round_to
 from jvid.kernels.temporal_smoothing import SUPPORTED_DTYPES, is_interpreted
 
@@ -182,12 +183,13 @@ def _short_attention_op(query: Tensor, key: Tensor, value: Tensor, scale: float,
     block_h = min(heads_per_program, triton.next_power_of_2(heads))
     grid = (batch, triton.cdiv(heads, block_h))
     strides = [s for tensor in (query, key, value, out) for s in tensor.stride()[:3]]
-    _short_attention_kernel[grid](
-        query, key, value, out, scale * _LOG2_E, length, heads, head_dim, *strides,
-        BLOCK_H=block_h, BLOCK_L=max(16, triton.next_power_of_2(length)),
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), IEEE=query.dtype == torch.float32,
-        WIDEN=query.dtype == torch.bfloat16 and is_interpreted(), num_warps=num_warps,
-    )
+    with on_device_of(query):
+        _short_attention_kernel[grid](
+            query, key, value, out, scale * _LOG2_E, length, heads, head_dim, *strides,
+            BLOCK_H=block_h, BLOCK_L=max(16, triton.next_power_of_2(length)),
+            BLOCK_D=max(16, triton.next_power_of_2(head_dim)), IEEE=query.dtype == torch.float32,
+            WIDEN=query.dtype == torch.bfloat16 and is_interpreted(), num_warps=num_warps,
+        )
     return out
 
 

@@ -21,7 +21,8 @@ c-vector at (f, p) becomes μ[:, p] where D < threshold.
   that μ, and `_smoothing_kernel`, one program per (row of pixels, run of frames, video), merges the moments into
   σ_c, reads its μ back and sweeps its frames. Its rows are its own, wider than the moments' tiles: each thread
   holds all channels of a 16-byte vector of pixels. It takes the videos in the reverse order, so that the last ones
-  read are still in cache. x is read twice from memory at worst, plus μ (4·c·h·w bytes a video) and 8·c bytes of moments per tile.
+  read are still in cache. x is read twice from memory at worst, plus μ (4·c·h·w bytes a video) and 8·c bytes of
+  moments per tile.
 
 Moments are merged by the law of total variance, which has no cancellation. The video and tile kernels' tiles are
 (channels, pixels) and frames are walked in a loop, UNROLL at a time, so sums over frames stay in each thread's
@@ -50,6 +51,7 @@ from triton.compiler import CompiledKernel
 from triton.runtime import JITFunction
 
 from jvid._checks import int_at_least
+from jvid.kernels.launch import on_device_of
 from jvid.kernels.rounding import round_to
 from jvid.shapes import Latents
 
@@ -429,9 +431,9 @@ def default_config(shape: tuple[int, ...], dtype: torch.dtype, device: torch.dev
     benchmarks/NOTES.md): whole videos per program when there are enough videos to fill the chip, with 8 warps
     loading frames until each thread has about 128 values in flight (4 warps and 2 frames for half-precision frames
     that fill a tile); groups of programs holding 2048 elements (4 warps), else 4096 (2 warps), else for long videos
-    8192 (4 warps) or 16384 (8 warps), when one round of them covers the batch; otherwise the tile pair, whose moments kernel takes tiles
-    64 pixels wide (wider for 1-2 channels) with two frames and 4 warps when there are fewer tiles than
-    multiprocessors, else tiles of 512 elements with eight frames and 4 warps."""
+    8192 (4 warps) or 16384 (8 warps), when one round of them covers the batch; otherwise the tile pair, whose
+    moments kernel takes tiles 64 pixels wide (wider for 1-2 channels) with two frames and 4 warps when there are
+    fewer tiles than multiprocessors, else tiles of 512 elements with eight frames and 4 warps."""
     b, f, c, h, w = shape
     multiprocessors = _multiprocessors(device)
     if b >= multiprocessors:
@@ -465,7 +467,8 @@ def fused_temporal_smoothing(latents: Tensor, threshold: float, config: LaunchCo
         return out
     x, stride_p = _with_flat_pixels(latents)
     config = config or default_config(tuple(latents.shape), latents.dtype, latents.device)
-    _LAUNCHERS[config.kind](x, stride_p, out, float(threshold), config)
+    with on_device_of(x):
+        _LAUNCHERS[config.kind](x, stride_p, out, float(threshold), config)
     return out
 
 
