@@ -59,7 +59,8 @@ SIGMA_FLOOR = 1e-6  # the reference's floor on σ_c (jvid.postproc.smoothing.SIG
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MIN_PIXELS = 16  # pixels per row of a tile, so that loads stay coalesced however large f·c is
 _MOMENT_ROWS = 1024  # moments loaded at once when merging tiles
-_TILE_PIXELS = 64  # pixels per row of the tiles chosen by default
+# Pixels per row of the moments kernel's default tiles when there are fewer tiles than multiprocessors.
+_TILE_PIXELS = 64
 # Group launches `default_config` tries, in order: (elements of a video a program holds, warps, programs of it a
 # multiprocessor holds at once on an H200 for 4-channel latents). More elements a thread cost registers, fewer make
 # more programs; the last two are for long videos, whose chunks of 16 pixels exceed 4096 elements.
