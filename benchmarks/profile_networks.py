@@ -2,12 +2,13 @@
 
     python benchmarks/profile_networks.py --sizes 8 32               # kernel breakdown and variant timings
     python benchmarks/profile_networks.py --sizes 8 --compile        # also torch.compile (minutes per network)
+    python benchmarks/profile_networks.py --sizes 16 --compile --inductor freezing=True   # with Inductor options
 
 For each Table-1 network at each latent size, in the chain's setting (bench_chain.Setting): the device time of one
 guided call replayed from a CUDA graph for each variant (cross-attention per frame, as the network alone computes
 it; text shared across frames, jvid's default; the LVDM's temporal convolutions folded into 2-D ones
 (`jvid.models.convolution`); optionally the adapters' compiled calls, which fold before compiling, as jvid's
-compiled chain runs them; channels-last weights), and
+compiled chain runs them, with any `--inductor` options in force while they compile; channels-last weights), and
 each variant's kernels grouped by name (count and total device time, from torch.profiler), heaviest first.
 """
 
@@ -64,12 +65,31 @@ def channels_last(net: torch.nn.Module) -> None:
             param.data = param.data.contiguous(memory_format=formats[param.ndim])
 
 
+def inductor_option(text: str) -> tuple[str, bool | int | float | str]:
+    """KEY=VALUE as an Inductor config entry: True/False as booleans, numbers as numbers, anything else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if value in ("True", "False"):
+        return key, value == "True"
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (default mode)")
+    parser.add_argument("--inductor", type=inductor_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="a torch._inductor.config setting in force while --compile compiles (repeatable)")
     args = parser.parse_args()
+    if args.inductor and not args.compile:
+        parser.error("--inductor sets options of the compiled variant: add --compile")
     for size in args.sizes:
         chains = Chains(Setting(size=size))
         t = torch.tensor([chains.timesteps[0]], device="cuda")
@@ -80,8 +100,10 @@ def main() -> None:
                 report(chains, t, "text shared, temporal convolutions folded", 6, chains.denoisers, networks=[0])
             if args.compile:  # the adapters' own compiled calls, as CUDAGraphSampler(compile_mode="default") makes
                 compiled = [d.compiled("default") for d in chains.denoisers]
-                report(chains, t, "text shared, temporal convolutions folded, compiled", args.top, compiled,
-                       first_call=True)
+                options = dict(args.inductor)
+                with torch._inductor.config.patch(options):  # compilation happens at each call's first run
+                    report(chains, t, f"text shared, temporal convolutions folded, compiled {options or ''}".rstrip(),
+                           args.top, compiled, first_call=True)
             for net in (chains.video_net, chains.image_net):
                 channels_last(net)
             report(chains, t, "text shared, channels-last weights", 6, chains.denoisers)
