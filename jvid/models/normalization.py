@@ -45,7 +45,9 @@ class FrameSplitGroupNorm(nn.GroupNorm):
         normed = (rearrange(x, "b (g c) f h w -> b g c f h w", g=self.num_groups).to(compute) - shift) * scale
         out = rearrange(normed, "b g c f h w -> b (g c) f h w")
         if self.affine:
-            out = out * rearrange(self.weight, "c -> c 1 1 1") + rearrange(self.bias, "c -> c 1 1 1")
+            # Indexed, not rearranged: einops registers each tensor type it meets, and a Parameter first met inside
+            # a compiled call changes that registry, which fails Dynamo's guard on it and retraces the network.
+            out = out * self.weight[:, None, None, None] + self.bias[:, None, None, None]
         return out.to(x.dtype)
 
 

@@ -67,3 +67,21 @@ def test_splitting_a_3d_unet_keeps_its_function_and_parameters():
     split = assert_rewrite_keeps_the_unet(lambda unet: counts.append(split_group_norms(unet)))
     assert counts == [sum(isinstance(m, FrameSplitGroupNorm) for m in split.modules())] and counts[0] > 0
     assert not any(type(m) is nn.GroupNorm for m in split.modules())
+
+
+def test_one_compilation_serves_later_calls(monkeypatch):
+    """einops keeps a registry of tensor types, and Dynamo guards a compiled call on its size: a type first seen
+    inside a compiled call (an nn.Parameter, say) fails that guard at the next call and retraces the whole network.
+    The norm's affine parameters therefore never meet einops."""
+    import einops._backends
+    from torch._dynamo.testing import CompileCounter
+
+    monkeypatch.delitem(einops._backends._type2backend, nn.Parameter, raising=False)  # as in a fresh process
+    norm = FrameSplitGroupNorm.from_norm(group_norm(2, 4, affine=True))
+    x = torch.randn(2, 4, 3, 2, 2, dtype=torch.float64)
+    counter = CompileCounter()
+    compiled = torch.compile(norm, backend=counter, dynamic=False)
+    first = compiled(x)
+    torch.testing.assert_close(compiled(x), first)
+    assert counter.frame_count == 1
+    torch.testing.assert_close(first, norm(x))
