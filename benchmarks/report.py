@@ -6,10 +6,11 @@
     python benchmarks/report.py --sizes 32 --compile 32 --append   # more rows and sections, in a later run
 
 Sections: the end-to-end chain at each latent size (bench_chain), the fused sampler step (bench_step), the temporal
-smoothing kernel (bench_smoothing), the short-sequence attention kernel (bench_attention). With --append, a run on the same device adds its chain rows and sections to an
-existing report, replacing the rows of sizes and the sections it measures again: compiling networks at several sizes
-takes longer than some machines allow one command. The header names, for each part, the command that measured it,
-its date and the rate measured in that run that its ratios use. Needs a CUDA device.
+smoothing kernel (bench_smoothing), the short-sequence attention kernel (bench_attention). With --append, a run on
+the same device adds its chain rows and sections to an existing report, replacing the rows of sizes and the sections
+it measures again: compiling networks at several sizes takes longer than some machines allow one command. The header
+names, for each part, the command that measured it, its date and the rate measured in that run that its ratios use.
+Needs a CUDA device.
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ measured in the same run (listed above). Host µs: Python-side cost per call."""
 
 ATTENTION_NOTE = """\
 Self-attention over short sequences in bf16: the LVDM's temporal layers at 32x32 latents (each pixel's 16 frames a
-sequence, 64 channels a head), level 1's for 32-frame videos, and a spatial layer of 16x16 latents, q, k and v read as strided views of the
-projections. Device ms per call replayed from a CUDA graph over rotating inputs; "sdpa" is PyTorch's own choice of
-backend, the others are forced. Floor: q, k, v read and o written once at the copy bandwidth measured in the same
-run (listed above). Max error: against float64 attention, on values of unit scale."""
+sequence, 64 channels a head), level 1's for 32-frame videos, and a spatial layer of 16x16 latents, q, k and v read
+as strided views of the projections. Device ms per call replayed from a CUDA graph over rotating inputs; "sdpa" is
+PyTorch's own choice of backend, the others are forced. Floor: q, k, v read and o written once at the copy
+bandwidth measured in the same run (listed above). Max error: against float64 attention, on values of unit scale."""
 
 SECTIONS = ("chain", "step", "smoothing", "attention")
 _STATE = "<!-- report state: {} -->"  # the measured chain rows, so that a later --append run can extend the table
