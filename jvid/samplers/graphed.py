@@ -137,7 +137,9 @@ class CUDAGraphSampler:
     use of a (denoiser, latent shape, dtype, conditioning shape, guidance) and kept for later calls; capture takes
     about two eager steps per denoiser. `compile_mode` passes each denoiser through `torch.compile` first
     (minutes of compilation on first use, for faster networks; see `COMPILE_MODES`): a `CompilableDenoiser` (jvid's
-    adapters) compiles itself, after rewriting its network for the compiler; any other is compiled as it is.
+    adapters) compiles itself, after rewriting its network for the compiler; any other is compiled as it is. Each
+    network compiles once per shape of its inputs, and the adapters' compilations count together against
+    `torch._dynamo.config.recompile_limit`, beyond which torch runs further shapes uncompiled (with a warning).
 
     Runs the graphs for CUDA latents with jvid's DDPM or DDIM solver and tensor (or no) conditioning; on the CPU the
     same program runs uncaptured. Other solvers or conditioning fall back to the eager loop (with a warning on CUDA).
