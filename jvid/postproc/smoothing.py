@@ -7,6 +7,7 @@ import math
 from typing import Protocol, runtime_checkable
 
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
@@ -59,7 +60,11 @@ class TemporalLatentSmoother:
 
 
 class _FrameKernelSmoother:
-    """Convolves each (b, c, h, w) series over frames with the odd, centred kernel `self.weights`."""
+    """Convolves each (b, c, h, w) series over frames with the odd, centred kernel `self.weights`.
+
+    The convolution is one batched matrix product of an (f, f) frame-mixing matrix with each video's (f, c·h·w)
+    latents, which PyTorch runs as a single GEMM that reads the latents once and writes them once (besides the
+    float32 casts of half-precision input), so these smoothers have no kernel of their own."""
 
     weights: Float[Tensor, " k"]
 
@@ -101,7 +106,9 @@ def _smooth_frames(latents: Latents, weights: Float[Tensor, " k"]) -> Latents:
     """1-D convolution over frames with the odd, centred kernel `weights`, cut at the video's ends and renormalised."""
     x = latents.to(_compute_dtype(latents.dtype))
     mixing = _frame_mixing(weights, latents.shape[1]).to(device=x.device, dtype=x.dtype)
-    return torch.einsum("ts,bschw->btchw", mixing, x).to(latents.dtype)
+    series = rearrange(x, "b f c h w -> b f (c h w)")  # a view of contiguous latents
+    mixed = torch.matmul(mixing, series)  # the (f, f) matrix broadcast over videos: one batched GEMM
+    return rearrange(mixed, "b f (c h w) -> b f c h w", c=x.shape[2], h=x.shape[3]).to(latents.dtype)
 
 
 def _frame_mixing(weights: Float[Tensor, " k"], frames: int) -> Float[Tensor, "f f"]:
