@@ -94,7 +94,7 @@ def standard_attention(
             raise ValueError(f"shared text attention needs hidden states and text with the same batch, a multiple "
                              f"of frames={frames}; got hidden states {tuple(hidden_states.shape)} and text "
                              f"{tuple(text.shape)}")
-        text = text[::frames]
+        text = text[::frames].contiguous()  # one copy, where to_k and to_v would each copy the strided rows
     residual = hidden_states
     query = attn.to_q(hidden_states)
     if text is None:
