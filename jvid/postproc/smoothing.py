@@ -108,7 +108,7 @@ def _smooth_frames(latents: Latents, weights: Float[Tensor, " k"]) -> Latents:
     mixing = _frame_mixing(weights, latents.shape[1]).to(device=x.device, dtype=x.dtype)
     series = rearrange(x, "b f c h w -> b f (c h w)")  # a view of contiguous latents
     mixed = torch.matmul(mixing, series)  # the (f, f) matrix broadcast over videos: one batched GEMM
-    return rearrange(mixed, "b f (c h w) -> b f c h w", c=x.shape[2], h=x.shape[3]).to(latents.dtype)
+    return mixed.view(x.shape).to(latents.dtype)
 
 
 def _frame_mixing(weights: Float[Tensor, " k"], frames: int) -> Float[Tensor, "f f"]:
